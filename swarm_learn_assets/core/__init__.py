@@ -1,0 +1,1 @@
+"""Pure domain logic of swarm-learn. Nothing in here imports Dagster."""

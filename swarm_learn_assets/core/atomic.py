@@ -1,0 +1,45 @@
+"""Atomic file writes: a reader never sees half a file, and a re-run replaces instead of appending."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through `write(tmp)` into a temporary sibling of `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    """Write `table` as one parquet file (zstd) atomically."""
+    return _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_json(payload: Any, path: Path) -> Path:
+    """Write `payload` as sorted, indented JSON atomically, so equal payloads give equal bytes."""
+    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return write_text(text, path)
+
+
+def write_text(text: str, path: Path) -> Path:
+    """Write `text` (UTF-8) atomically."""
+    return _write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

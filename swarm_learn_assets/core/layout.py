@@ -1,0 +1,79 @@
+"""Where everything lives under the data root (DESIGN §3). No other module builds these paths."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .names import InvalidNameError, session_partition_key, split_session_key, validate_name
+
+DATA_ROOT_ENV = "SWARM_LEARN_DATA"
+
+
+def default_data_root() -> Path:
+    """`$SWARM_LEARN_DATA`, else `./data` of the current directory."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or "data").resolve()
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    scenario: str
+    session_id: str
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return session_partition_key(self.scenario, self.session_id)
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    root: Path
+
+    def _session_file(self, area: str, key: str, suffix: str) -> Path:
+        scenario, session_id = split_session_key(key)
+        return self.root / area / scenario / f"{session_id}{suffix}"
+
+    def landing(self, key: str) -> Path:
+        return self._session_file("landing", key, ".parquet")
+
+    def records(self, key: str) -> Path:
+        return self._session_file("records", key, ".parquet")
+
+    def quarantine(self, key: str) -> Path:
+        return self._session_file("quarantine", key, ".parquet")
+
+    def error(self, key: str) -> Path:
+        return self._session_file("quarantine", key, ".error.json")
+
+    def episodes(self, key: str) -> Path:
+        return self._session_file("episodes", key, ".parquet")
+
+    def snapshot(self, key: str) -> Path:
+        return self._session_file("snapshots", key, ".json")
+
+    def scenario_model(self, scenario: str) -> Path:
+        return self.root / "models" / validate_name("scenario", scenario) / "scenario_model.json"
+
+    def snapshot_dir(self, scenario: str) -> Path:
+        return self.root / "snapshots" / validate_name("scenario", scenario)
+
+    def scan_landing(self) -> tuple[list[LandingFile], list[str]]:
+        """Landing files with valid names (sorted), and one message per file whose name is refused."""
+        found: list[LandingFile] = []
+        refused: list[str] = []
+        base = self.root / "landing"
+        if not base.is_dir():
+            return found, refused
+        for scenario_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            for path in sorted(scenario_dir.glob("*.parquet")):
+                try:
+                    found.append(
+                        LandingFile(
+                            validate_name("scenario", scenario_dir.name), validate_name("session id", path.stem), path
+                        )
+                    )
+                except InvalidNameError as exc:
+                    refused.append(f"{path}: {exc}")
+        return found, refused
