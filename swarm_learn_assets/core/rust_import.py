@@ -86,7 +86,9 @@ def records_from_jsonl(path: Path) -> pa.Table:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise RecordImportError(f"{where}: not valid UTF-8 ({exc.reason}); expected one JSON record per line") from exc
+                raise RecordImportError(
+                    f"{where}: not valid UTF-8 ({exc.reason}); expected one JSON record per line"
+                ) from exc
             if not line.strip():
                 continue
             row = _parse_line(line, where)

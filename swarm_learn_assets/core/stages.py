@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from .atomic import write_json, write_parquet
 from .episodes_sql import EPISODE_SCHEMA, build_episode_table
 from .layout import DataLayout
+from .learn_models import WORKER_TASK
 from .merge import MergeStrategy
 from .names import split_session_key
 from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model
@@ -171,6 +172,16 @@ def build_session_snapshots(
         else:
             _remove(layout.snapshot(key))
     return snapshots
+
+
+def count_task_outcomes(layout: DataLayout, keys: Sequence[str]) -> dict[str, int]:
+    """Worker-task episodes per outcome in the episode files of the given sessions."""
+    paths = _existing(layout.episodes, keys)
+    if not paths:
+        return {}
+    table = _read_session_files(paths, ["learn_model", "outcome"])
+    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
+    return {row["values"]: row["counts"] for row in pc.value_counts(tasks.column("outcome")).to_pylist()}
 
 
 def load_snapshots(layout: DataLayout, scenario: str) -> list[Snapshot]:

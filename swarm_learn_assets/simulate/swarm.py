@@ -51,6 +51,7 @@ P_ADVICE_PER_TICK = 0.04
 P_ADVICE_FAILS = 0.05
 ROWS_PER_STEP = 3  # tick_start, action, tick_end (+ an optional llm_call)
 
+TASK_FAILED = "Task failed: actions out of order"
 WRONG_ACTION_ERRORS: tuple[str, ...] = (
     "precondition not met",
     "permission denied",
@@ -109,17 +110,22 @@ class ScenarioSpec:
         return self.discover + self.not_discover
 
 
+def _ctx(symptom: str, target: str, order: str) -> Context:
+    """Catalogue shorthand: the order as space-separated action names."""
+    return Context(symptom, target, tuple(order.split()))
+
+
 CATALOGUE: tuple[ScenarioSpec, ...] = (
     ScenarioSpec(
         "troubleshooting",
         ("CheckStatus", "ReadLogs", "AnalyzeMetrics", "Diagnose"),
         ("ClearCache", "Restart", "ScaleUp", "Rollback"),
         (
-            Context("high latency on api-gateway", "api-gateway", ("CheckStatus", "AnalyzeMetrics", "Diagnose", "ScaleUp")),
-            Context("memory leak in worker-3", "worker-3", ("CheckStatus", "ReadLogs", "AnalyzeMetrics", "Diagnose", "Restart")),
-            Context("5xx errors after release on web-frontend", "web-frontend", ("ReadLogs", "Diagnose", "Rollback")),
-            Context("stale responses from cache-1", "cache-1", ("CheckStatus", "AnalyzeMetrics", "ClearCache")),
-            Context("service down on auth-service", "auth-service", ("CheckStatus", "ReadLogs", "Restart")),
+            _ctx("high latency on api-gateway", "api-gateway", "CheckStatus AnalyzeMetrics Diagnose ScaleUp"),
+            _ctx("memory leak in worker-3", "worker-3", "CheckStatus ReadLogs AnalyzeMetrics Diagnose Restart"),
+            _ctx("5xx errors after release on web-frontend", "web-frontend", "ReadLogs Diagnose Rollback"),
+            _ctx("stale responses from cache-1", "cache-1", "CheckStatus AnalyzeMetrics ClearCache"),
+            _ctx("service down on auth-service", "auth-service", "CheckStatus ReadLogs Restart"),
         ),
     ),
     ScenarioSpec(
@@ -127,12 +133,12 @@ CATALOGUE: tuple[ScenarioSpec, ...] = (
         ("CheckStatus", "ReadConfig", "RunTests", "AnalyzeMetrics"),
         ("Deploy", "Canary", "Promote", "Rollback"),
         (
-            Context("new release of payments-api", "payments-api", ("RunTests", "Deploy", "AnalyzeMetrics", "Promote")),
-            Context("config change for search-service", "search-service", ("ReadConfig", "RunTests", "Canary", "Promote")),
-            Context("error spike during rollout of checkout", "checkout", ("CheckStatus", "AnalyzeMetrics", "Rollback")),
-            Context("hotfix for login-service", "login-service", ("RunTests", "Canary", "AnalyzeMetrics", "Promote")),
-            Context("canary degraded on recommendations", "recommendations", ("AnalyzeMetrics", "Rollback", "CheckStatus")),
-            Context("first deploy of billing-worker", "billing-worker", ("ReadConfig", "RunTests", "Deploy", "CheckStatus", "Promote")),
+            _ctx("new release of payments-api", "payments-api", "RunTests Deploy AnalyzeMetrics Promote"),
+            _ctx("config change for search-service", "search-service", "ReadConfig RunTests Canary Promote"),
+            _ctx("error spike during rollout of checkout", "checkout", "CheckStatus AnalyzeMetrics Rollback"),
+            _ctx("hotfix for login-service", "login-service", "RunTests Canary AnalyzeMetrics Promote"),
+            _ctx("canary degraded on recommendations", "recommendations", "AnalyzeMetrics Rollback CheckStatus"),
+            _ctx("first deploy of billing-worker", "billing-worker", "ReadConfig RunTests Deploy CheckStatus Promote"),
         ),
     ),
     ScenarioSpec(
@@ -140,11 +146,11 @@ CATALOGUE: tuple[ScenarioSpec, ...] = (
         ("CheckStatus", "ReadLogs", "CheckReplication", "AnalyzeQueries"),
         ("KillQueries", "FreeDisk", "Failover", "RestoreBackup"),
         (
-            Context("disk full on db-1", "db-1", ("CheckStatus", "ReadLogs", "FreeDisk")),
-            Context("replication lag on db-replica-2", "db-replica-2", ("CheckReplication", "AnalyzeQueries", "KillQueries")),
-            Context("primary unreachable on db-primary", "db-primary", ("CheckStatus", "CheckReplication", "Failover")),
-            Context("corrupted table on db-3", "db-3", ("ReadLogs", "CheckStatus", "RestoreBackup", "CheckReplication")),
-            Context("slow queries on db-analytics", "db-analytics", ("CheckStatus", "AnalyzeQueries", "KillQueries", "CheckStatus")),
+            _ctx("disk full on db-1", "db-1", "CheckStatus ReadLogs FreeDisk"),
+            _ctx("replication lag on db-replica-2", "db-replica-2", "CheckReplication AnalyzeQueries KillQueries"),
+            _ctx("primary unreachable on db-primary", "db-primary", "CheckStatus CheckReplication Failover"),
+            _ctx("corrupted table on db-3", "db-3", "ReadLogs CheckStatus RestoreBackup CheckReplication"),
+            _ctx("slow queries on db-analytics", "db-analytics", "CheckStatus AnalyzeQueries KillQueries CheckStatus"),
         ),
     ),
 )
@@ -486,7 +492,7 @@ def simulate_session(
                 clock += 1
                 ok = task.outcome == "success"
                 out.add(
-                    timestamp_ms=clock, action=DONE, success=ok, error=None if ok else "Task failed: actions out of order",
+                    timestamp_ms=clock, action=DONE, success=ok, error=None if ok else TASK_FAILED,
                     duration_ms=0, from_guidance=False, previous_action=step.action, **base,
                 )  # fmt: skip
 

@@ -1,0 +1,134 @@
+"""`swarm-learn`: simulate or import swarm logs, run the pipeline, and see what it produced."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .core.layout import DATA_ROOT_ENV, default_data_root
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    return Path(args.data_root).resolve() if args.data_root else default_data_root()
+
+
+def _progress(done: int, total: int) -> None:
+    if done != total and done % max(1, total // 20):
+        return
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} sessions", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    root = _data_root(args)
+    print(f"simulating {args.scenarios} scenario(s) x {args.sessions} session(s) into {root / 'landing'}", file=sys.stderr)
+    paths = simulate(
+        root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed,
+        records_per_session=args.records_per_session, progress=_progress,
+    )
+    print(f"wrote {len(paths)} landing file(s)")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .core.rust_import import import_jsonl
+
+    path = import_jsonl(Path(args.file), _data_root(args), args.scenario, args.session, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from .core.summary import format_summary, summarize
+    from .runner import ALL_ASSETS, materialize
+
+    root = _data_root(args)
+    assets = [a.strip() for a in args.assets.split(",") if a.strip()] if args.assets else list(ALL_ASSETS)
+    started = time.perf_counter()
+    _, _, refused = materialize(
+        root, assets, log_level="DEBUG" if args.verbose else "INFO" if args.progress else "WARNING",
+        on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
+    )
+    for message in refused:
+        print(f"refused: {message}", file=sys.stderr)
+    print(format_summary(summarize(root)))
+    print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .core.summary import format_summary, summarize
+
+    print(format_summary(summarize(_data_root(args))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarm-learn",
+        description=(
+            "Turn agent-swarm session logs into episodes, statistics and scenario models with Dagster.\n\n"
+            "Quick start:\n"
+            "  swarm-learn simulate --data-root data --scenarios 3 --sessions 20 --seed 7\n"
+            "  swarm-learn materialize --data-root data\n"
+            "  dagster dev -w workspace.yaml   # the Dagster UI on http://localhost:3000"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and Dagster debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-root", help=f"data root (default: ${DATA_ROOT_ENV} or ./data)")
+        return p
+
+    p = with_root(sub.add_parser("simulate", help="write realistic synthetic sessions into landing/"))
+    p.add_argument("--scenarios", type=int, default=3)
+    p.add_argument("--sessions", type=int, default=20, help="sessions per scenario")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--records-per-session", type=int, default=None, help="scale sessions to about this many rows")
+    p.set_defaults(func=cmd_simulate)
+
+    p = with_root(sub.add_parser("import", help="convert Rust FileRecordStore JSON Lines into a landing file"))
+    p.add_argument("file", help="JSON Lines file, one externally tagged Record per line")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--session", required=True, help="session id")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing landing file")
+    p.set_defaults(func=cmd_import)
+
+    p = with_root(sub.add_parser("materialize", help="register landing sessions and materialize assets in-process"))
+    p.add_argument("--assets", help="comma-separated: raw_records,episodes,session_snapshot,scenario_model (default: all)")
+    p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
+    p.set_defaults(func=cmd_materialize)
+
+    p = with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Backfill policies are a beta Dagster API; users of the CLI cannot act on that warning.
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for users; the traceback on request
+        if args.verbose:
+            raise
+        print(f"swarm-learn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

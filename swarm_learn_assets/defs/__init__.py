@@ -1,0 +1,1 @@
+"""Dagster wiring only: each module turns one pipeline stage of `core` into assets, checks or automation."""

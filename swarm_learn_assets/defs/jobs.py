@@ -1,0 +1,20 @@
+"""Asset jobs: what the discovery sensor, backfills and the CLI run."""
+
+import dagster as dg
+
+from .episodes import episodes
+from .records import raw_records
+from .scenario_model import scenario_model
+from .snapshots import session_snapshot
+
+process_sessions_job = dg.define_asset_job(
+    "process_sessions",
+    selection=dg.AssetSelection.assets(raw_records, episodes, session_snapshot),
+    description="Validate landing files, cut episodes and compute session snapshots.",
+)
+
+scenario_model_job = dg.define_asset_job(
+    "build_scenario_model",
+    selection=dg.AssetSelection.assets(scenario_model),
+    description="Merge a scenario's session snapshots into its scenario model.",
+)

@@ -1,0 +1,59 @@
+"""Stage 4: every session snapshot of a scenario → the merged scenario model and offline model."""
+
+import dagster as dg
+
+from ..core.merge import MergeStrategy
+from ..core.offline import DEFAULT_MAX_SESSIONS
+from ..core.stages import build_model_for_scenario
+from .metadata import markdown_table, share
+from .partitions import scenarios_partitions
+from .resources import SwarmData
+from .snapshots import session_snapshot
+
+
+class ScenarioModelConfig(dg.Config):
+    """How sessions are merged and how many recent ones the offline analysis looks at."""
+
+    merge_strategy: str = "additive"
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+
+
+@dg.asset(
+    partitions_def=scenarios_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    # Each scenario reads the snapshots of all its sessions; which ones is decided by the file layout.
+    deps=[dg.AssetDep(session_snapshot, partition_mapping=dg.AllPartitionMapping())],
+    group_name="scenarios",
+    kinds={"json"},
+    description="All sessions of a scenario merged, plus recommended paths, parameters and action order.",
+)
+def scenario_model(
+    context: dg.AssetExecutionContext, config: ScenarioModelConfig, swarm_data: SwarmData
+) -> dg.MaterializeResult:
+    layout = swarm_data.layout
+    strategy = MergeStrategy.parse(config.merge_strategy)
+    models = {s: build_model_for_scenario(layout, s, strategy, config.max_sessions) for s in context.partition_keys}
+    paths, sessions = [], 0
+    episodes = success = 0
+    for scenario, model in models.items():
+        meta = model["merged"]["metadata"]
+        sessions += len(model["sessions"])
+        episodes += meta["total_episodes"]
+        success += meta["success_episodes"]
+        for p in model["offline_model"]["recommended_paths"]:
+            paths.append((scenario, " → ".join(p["actions"]), p["success_rate"], p["count"]))
+    first = next(iter(models.values()))["offline_model"] if models else {}
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sessions,
+            "scenarios": len(models),
+            "total_episodes": episodes,
+            "success_rate": share(success, episodes),
+            "merge_strategy": strategy.name,
+            "parameters": dg.MetadataValue.json(first.get("parameters", {})),
+            "recommended_paths": markdown_table(["scenario", "path", "success rate", "count"], paths),
+            "model_path": dg.MetadataValue.path(
+                str(layout.scenario_model(context.partition_keys[0])) if len(models) == 1 else str(layout.root / "models")
+            ),
+        },
+    )

@@ -1,0 +1,102 @@
+"""Running the pipeline in-process through the same Definitions and the `DAGSTER_HOME` instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from .core.layout import DATA_ROOT_ENV, DataLayout
+from .defs.partitions import SCENARIOS, SESSIONS
+
+SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
+SCENARIO_ASSETS = ("scenario_model",)
+ALL_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)
+INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+class PipelineError(RuntimeError):
+    """A run that did not succeed, with the step and message that failed."""
+
+
+def prepare_instance(dagster_home: Path | None = None) -> dg.DagsterInstance:
+    """The persistent instance in `$DAGSTER_HOME` (default `./.dagster_home`), created from the template."""
+    home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    if not (home / "dagster.yaml").exists() and INSTANCE_TEMPLATE.is_file():
+        shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    return dg.DagsterInstance.get()
+
+
+def register_landing(instance: dg.DagsterInstance, layout: DataLayout) -> tuple[list[str], list[str], list[str]]:
+    """Add every landing session and scenario as a partition; returns (sessions, scenarios, refused files)."""
+    files, refused = layout.scan_landing()
+    sessions = [f.key for f in files]
+    scenarios = sorted({f.scenario for f in files})
+    for name, keys in ((SESSIONS, sessions), (SCENARIOS, scenarios)):
+        known = set(instance.get_dynamic_partitions(name))
+        missing = [k for k in keys if k not in known]
+        if missing:
+            instance.add_dynamic_partitions(name, missing)
+    return sessions, scenarios, refused
+
+
+def _run(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    assets: Sequence[str],
+    partitions: str,
+    log_level: str,
+) -> None:
+    keys = instance.get_dynamic_partitions(partitions)
+    if not keys or not assets:
+        return
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
+        raise_on_error=False,
+    )
+    if not result.success:
+        failures = [
+            f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else 'failed'}"
+            for e in result.all_events
+            if e.is_step_failure
+        ]
+        raise PipelineError(f"run {result.run_id} of {job_name} failed: " + "; ".join(failures or ["see Dagster logs"]))
+
+
+def materialize(
+    data_root: Path,
+    assets: Sequence[str] = ALL_ASSETS,
+    log_level: str = "INFO",
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[list[str], list[str], list[str]]:
+    """Register every landing session, then materialize the selected assets for all of them."""
+    from .definitions import defs
+
+    unknown = [a for a in assets if a not in ALL_ASSETS]
+    if unknown:
+        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(ALL_ASSETS)}")
+    os.environ[DATA_ROOT_ENV] = str(data_root)
+    instance = prepare_instance()
+    sessions, scenarios, refused = register_landing(instance, DataLayout(data_root))
+    session_assets = [a for a in SESSION_ASSETS if a in assets]
+    scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
+    if on_stage and session_assets:
+        on_stage(f"processing {len(sessions)} session(s): {', '.join(session_assets)}")
+    _run(defs, instance, "process_sessions", session_assets, SESSIONS, log_level)
+    if on_stage and scenario_assets:
+        on_stage(f"building {len(scenarios)} scenario model(s)")
+    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, log_level)
+    return sessions, scenarios, refused
