@@ -1,0 +1,544 @@
+"""Backfill performance harness: how fast is the pipeline on ~1M records, and against what?
+
+Not part of the test suite. One run prints a report that answers three questions:
+
+* Is the vectorised core close to the I/O floor?  Floor = DuckDB reading the same landing columns
+  once; target: core ≤ 5× floor.
+* Did vectorising pay off?  Baseline = the per-row Python definition of the same rules
+  (`records_from_table` → learn models → `snapshot_rowwise` → `merge_snapshots`) on a sample of
+  sessions, scaled linearly to all sessions; target: baseline ≥ 20× core. The sampled per-row
+  snapshots must equal the vectorised ones exactly, otherwise the speed-up means nothing.
+* Does the real entry point stay cheap?  `swarm-learn materialize` as a subprocess with a fresh
+  `DAGSTER_HOME`; targets: < 60 s wall time and < 2 GB peak RSS.
+
+Usage (full scale, ~1M records, a few minutes):
+
+    python benchmarks/backfill.py --json-out /tmp/backfill.json
+
+Quick check:
+
+    python benchmarks/backfill.py --scenarios 2 --sessions 10 --records 300 --baseline-sessions 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from swarm_learn_assets.core.layout import DataLayout
+from swarm_learn_assets.core.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
+from swarm_learn_assets.core.merge import merge_snapshots
+from swarm_learn_assets.core.names import split_session_key
+from swarm_learn_assets.core.offline import latest_sessions
+from swarm_learn_assets.core.records import Record, records_from_table
+from swarm_learn_assets.core.schema import COLUMNS, KINDS
+from swarm_learn_assets.core.snapshot import Snapshot, snapshot_rowwise
+from swarm_learn_assets.core.stages import (
+    build_model_for_scenario,
+    build_session_episodes,
+    build_session_snapshots,
+    ingest_sessions,
+)
+from swarm_learn_assets.simulate import simulate
+
+# Everything the pipeline writes under the data root; removed before each timed run so that every
+# run does the full work instead of replacing files that are already there.
+OUTPUT_AREAS = ("records", "episodes", "snapshots", "models", "quarantine")
+
+TARGET_CORE_OVER_FLOOR = 5.0  # core may cost at most 5× a bare columnar read
+TARGET_BASELINE_OVER_CORE = 20.0  # vectorising must be worth at least 20× the per-row code
+TARGET_CLI_SECONDS = 60.0
+TARGET_CLI_RSS_BYTES = 2 * 1024**3
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """Run `fn` once; return its result and wall-clock seconds (perf_counter: monotonic, high-res)."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def maxrss_bytes(who: int) -> int:
+    """Peak resident set size in bytes. Linux reports `ru_maxrss` in KiB (macOS in bytes)."""
+    value = resource.getrusage(who).ru_maxrss
+    return value if sys.platform == "darwin" else value * 1024
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 1024**2:,.0f} MiB"
+
+
+def fmt_rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:,.0f} records/s" if seconds > 0 else "n/a"
+
+
+def clear_outputs(root: Path) -> None:
+    """Remove everything the pipeline writes, leaving landing/ untouched."""
+    for area in OUTPUT_AREAS:
+        shutil.rmtree(root / area, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: data
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataInfo:
+    root: str
+    generated: bool
+    generate_seconds: float
+    landing_files: int
+    landing_rows: int
+    scenarios: int
+
+
+def prepare_data(root: Path, scenarios: int, sessions: int, records: int, seed: int) -> DataInfo:
+    """Generate the landing files unless the root already has some (a re-run should not pay 10 s again)."""
+    layout = DataLayout(root)
+    files, refused = layout.scan_landing()
+    generated, seconds = False, 0.0
+    if not files:
+        print(f"generating {scenarios} scenario(s) x {sessions} session(s) x ~{records} records into {root} ...",
+              file=sys.stderr, flush=True)
+        _, seconds = timed(lambda: simulate(root, scenarios=scenarios, sessions=sessions, seed=seed,
+                                            records_per_session=records))
+        generated = True
+        files, refused = layout.scan_landing()
+    elif len(files) != scenarios * sessions:
+        print(f"note: {root} already holds {len(files)} landing file(s), not the {scenarios * sessions} asked for; "
+              "using them as they are", file=sys.stderr)
+    if refused:
+        print(f"note: {len(refused)} landing file(s) with refused names are ignored", file=sys.stderr)
+    rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in files)
+    return DataInfo(str(root), generated, seconds, len(files), rows, len({f.scenario for f in files}))
+
+
+def warm_page_cache(paths: Sequence[Path]) -> float:
+    """Read every landing file's bytes once so no timed step pays for cold disk reads and the order
+    of the steps does not favour whichever runs second."""
+    def read_all() -> int:
+        total = 0
+        for path in paths:
+            total += len(path.read_bytes())
+        return total
+
+    return timed(read_all)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: floor
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FloorResult:
+    seconds: float
+    rows: int
+    columns: list[str]
+
+
+def floor_columns(path: Path) -> list[str]:
+    """The contract columns present in the landing files: ingest reads, validates and rewrites all of
+    them, so a floor over fewer columns would understate what the pipeline must at least read."""
+    names = set(pq.read_schema(path).names)
+    return [c for c in COLUMNS if c in names]
+
+
+def run_floor(paths: Sequence[Path], columns: Sequence[str]) -> FloorResult:
+    """One parallel DuckDB scan of the same files and columns, materialised to arrow: the cheapest
+    way to get the pipeline's input into memory, i.e. what no pipeline over these files can beat."""
+    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    cols = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    sql = f"SELECT {cols} FROM read_parquet({files}, union_by_name = true)"
+    table, seconds = timed(lambda: duckdb.sql(sql).to_arrow_table())
+    return FloorResult(seconds, table.num_rows, list(columns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: core compute
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CoreResult:
+    stage_seconds: dict[str, float]
+    total_seconds: float
+    sessions: int
+    records: int
+    rejected: int
+    unreadable: int
+    episodes: int
+    peak_rss_bytes: int = 0
+    rss_before_bytes: int = 0
+
+
+def run_core(layout: DataLayout, keys: Sequence[str], scenarios: Sequence[str]) -> CoreResult:
+    """The stage functions the Dagster assets call, over all sessions as one batch, without Dagster:
+    the cost of the rules themselves, which the floor and the baseline are compared against."""
+    stages: dict[str, float] = {}
+    ingest, stages["ingest_sessions"] = timed(lambda: ingest_sessions(layout, keys))
+    episodes, stages["build_session_episodes"] = timed(lambda: build_session_episodes(layout, keys))
+    _, stages["build_session_snapshots"] = timed(lambda: build_session_snapshots(layout, keys))
+    _, stages["build_model_for_scenario"] = timed(
+        lambda: [build_model_for_scenario(layout, s) for s in scenarios]
+    )
+    return CoreResult(
+        stage_seconds=stages,
+        total_seconds=sum(stages.values()),
+        sessions=len(keys),
+        records=sum(i.records for i in ingest),
+        rejected=sum(i.rejected for i in ingest),
+        unreadable=sum(1 for i in ingest if i.error is not None),
+        episodes=episodes.num_rows,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 4: per-row baseline
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaselineResult:
+    sample_sessions: int
+    total_sessions: int
+    phase_seconds: dict[str, float]
+    sample_seconds: float
+    scaled_seconds: float
+    sample_rows: int
+    matched: int
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched and self.matched == self.sample_sessions
+
+
+def sample_keys(keys: Sequence[str], n: int) -> list[str]:
+    """`n` sessions spread evenly over the sorted keys, so every scenario and both early and late
+    sessions are represented, and the sample is the same on every run."""
+    if n >= len(keys):
+        return list(keys)
+    picks = np.linspace(0, len(keys) - 1, n).round().astype(int)
+    return [keys[i] for i in sorted(set(picks.tolist()))]
+
+
+def rowwise_records(path: Path) -> tuple[list[Record], int]:
+    """Typed records of one landing file in the order validation leaves them (by `seq`, a missing
+    `seq` taking the row's position, as validation does), skipping rows of unknown kinds."""
+    table = pq.read_table(path)
+    valid = pc.fill_null(pc.is_in(table.column("kind"), pa.array(KINDS)), False)
+    positions = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+    records = records_from_table(table.filter(valid))
+    for position, record in zip(positions.tolist(), records):
+        if record.seq is None:
+            record.seq = position
+    records.sort(key=lambda r: r.seq)
+    return records, table.num_rows
+
+
+def run_baseline(layout: DataLayout, keys: Sequence[str], sample: Sequence[str]) -> BaselineResult:
+    """The per-record definition of the rules, session by session, on a sample; checks each
+    snapshot against the one the core wrote. Only the rule work is timed, not the comparison."""
+    task_model, decision_model = WorkerTaskLearn(), WorkerDecisionSequenceLearn()
+    phases: dict[str, float] = defaultdict(float)
+    by_scenario: dict[str, list[Snapshot]] = defaultdict(list)
+    matched, mismatched, rows = 0, [], 0
+    for key in sample:
+        scenario, session_id = split_session_key(key)
+        (records, n), seconds = timed(lambda: rowwise_records(layout.landing(key)))
+        phases["read + records_from_table"] += seconds
+        rows += n
+        episodes, seconds = timed(lambda: task_model.build_episodes(records, scenario, session_id)
+                                  + decision_model.build_episodes(records, scenario, session_id))
+        phases["build_episodes (2 models)"] += seconds
+        snapshot, seconds = timed(lambda: snapshot_rowwise(records, episodes, scenario, session_id))
+        phases["snapshot_rowwise"] += seconds
+        by_scenario[scenario].append(snapshot)
+        written = layout.snapshot(key)
+        if written.is_file() and json.loads(written.read_text()) == snapshot:
+            matched += 1
+        else:
+            mismatched.append(key)
+    for scenario, snapshots in by_scenario.items():
+        _, seconds = timed(lambda: merge_snapshots(latest_sessions(snapshots, len(snapshots))))
+        phases["merge_snapshots"] += seconds
+    sample_seconds = sum(phases.values())
+    return BaselineResult(
+        sample_sessions=len(sample),
+        total_sessions=len(keys),
+        phase_seconds=dict(phases),
+        sample_seconds=sample_seconds,
+        scaled_seconds=sample_seconds * len(keys) / len(sample) if sample else 0.0,
+        sample_rows=rows,
+        matched=matched,
+        mismatched=mismatched,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5: CLI end to end
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    wall_seconds: float
+    reported_seconds: float | None
+    peak_rss_bytes: int
+    children_rss_before_bytes: int
+    outputs_match_core: bool | None
+    output_tail: str
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    """Whether two output folders hold the same files with the same bytes."""
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    return files(a) == files(b)
+
+
+def run_cli(root: Path, keep_dir: Path) -> CliResult:
+    """`swarm-learn materialize` as a user runs it: its own process, a fresh Dagster instance, all
+    outputs removed first. The core's snapshots and models are moved aside (not lost) so the CLI's
+    output can be checked byte for byte against them."""
+    for area in ("snapshots", "models"):
+        if (root / area).exists():
+            shutil.move(str(root / area), str(keep_dir / area))
+    clear_outputs(root)
+    before = maxrss_bytes(resource.RUSAGE_CHILDREN)
+    exe = shutil.which("swarm-learn") or str(Path(sys.executable).with_name("swarm-learn"))
+    with tempfile.TemporaryDirectory(prefix="swarm-learn-bench-dagster-") as home:
+        env = {**os.environ, "DAGSTER_HOME": home}
+        proc, wall = timed(lambda: subprocess.run(
+            [exe, "materialize", "--data-root", str(root)], env=env, capture_output=True, text=True, check=False,
+        ))
+    peak = maxrss_bytes(resource.RUSAGE_CHILDREN)
+    reported = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("done in ") and line.endswith("s"):
+            reported = float(line[len("done in "):-1])
+    match = None
+    if proc.returncode == 0 and all((keep_dir / a).exists() for a in ("snapshots", "models")):
+        match = all(same_tree(keep_dir / a, root / a) for a in ("snapshots", "models"))
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    return CliResult(proc.returncode, wall, reported, peak, before, match, tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 6: report
+# ---------------------------------------------------------------------------------------------
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
+
+
+def build_report(data: DataInfo, floor: FloorResult, core: CoreResult, baseline: BaselineResult,
+                 cli: CliResult | None, warm_seconds: float) -> dict[str, Any]:
+    """All numbers and verdicts in one JSON-able dict; the printed report is rendered from it."""
+    core_over_floor = core.total_seconds / floor.seconds if floor.seconds else float("inf")
+    baseline_over_core = baseline.scaled_seconds / core.total_seconds if core.total_seconds else float("inf")
+    targets: dict[str, dict[str, Any]] = {
+        "core_over_floor": {"value": core_over_floor, "target": f"<= {TARGET_CORE_OVER_FLOOR:g}x",
+                            "met": core_over_floor <= TARGET_CORE_OVER_FLOOR},
+        "baseline_over_core": {"value": baseline_over_core, "target": f">= {TARGET_BASELINE_OVER_CORE:g}x",
+                               "met": baseline_over_core >= TARGET_BASELINE_OVER_CORE},
+        "rowwise_equals_vectorised": {"value": f"{baseline.matched}/{baseline.sample_sessions}",
+                                      "target": "all equal", "met": baseline.ok},
+    }
+    if cli is not None:
+        targets["cli_wall_seconds"] = {"value": cli.wall_seconds, "target": f"< {TARGET_CLI_SECONDS:g} s",
+                                       "met": cli.returncode == 0 and cli.wall_seconds < TARGET_CLI_SECONDS}
+        targets["cli_peak_rss_bytes"] = {"value": cli.peak_rss_bytes, "target": f"< {fmt_bytes(TARGET_CLI_RSS_BYTES)}",
+                                         "met": cli.returncode == 0 and cli.peak_rss_bytes < TARGET_CLI_RSS_BYTES}
+    return {
+        "data": asdict(data),
+        "warm_page_cache_seconds": warm_seconds,
+        "floor": asdict(floor),
+        "core": {**asdict(core), "records_per_second": data.landing_rows / core.total_seconds},
+        "baseline": {**asdict(baseline), "ok": baseline.ok},
+        "cli": None if cli is None else {**asdict(cli), "records_per_second": data.landing_rows / cli.wall_seconds},
+        "targets": targets,
+        "all_targets_met": all(t["met"] for t in targets.values()),
+    }
+
+
+def print_report(r: dict[str, Any]) -> None:
+    data, floor, core, base, cli, t = r["data"], r["floor"], r["core"], r["baseline"], r["cli"], r["targets"]
+    rows = data["landing_rows"]
+    line = "=" * 78
+    out = [line, "swarm-learn backfill benchmark", line]
+    gen = f"generated in {data['generate_seconds']:.1f} s" if data["generated"] else "already present, not regenerated"
+    out += [
+        f"data root      {data['root']}",
+        f"landing        {data['landing_files']:,} files, {data['scenarios']} scenarios, {rows:,} rows ({gen})",
+        f"records        {core['records']:,} valid, {core['rejected']:,} quarantined, "
+        f"{core['unreadable']} unreadable file(s); {core['episodes']:,} episodes",
+        f"page cache     warmed by reading every landing file once ({r['warm_page_cache_seconds']:.2f} s, untimed)",
+        "",
+        "FLOOR  duckdb read_parquet -> arrow, all landing files, one scan",
+        f"  {len(floor['columns'])} contract columns, {floor['rows']:,} rows   {floor['seconds']:8.2f} s   "
+        f"{fmt_rate(floor['rows'], floor['seconds'])}",
+        "",
+        f"CORE   stage functions over all {core['sessions']:,} sessions, no Dagster",
+    ]
+    for stage, seconds in core["stage_seconds"].items():
+        out.append(f"  {stage:<32} {seconds:8.2f} s")
+    out += [
+        f"  {'total':<32} {core['total_seconds']:8.2f} s   {fmt_rate(rows, core['total_seconds'])}",
+        f"  {'peak RSS in-process (SELF)':<32} {fmt_bytes(core['peak_rss_bytes']):>10}"
+        f"   (high-water mark before core: {fmt_bytes(core['rss_before_bytes'])})",
+        "",
+        f"BASELINE  per-row Python, {base['sample_sessions']} of {base['total_sessions']:,} sessions "
+        f"({base['sample_rows']:,} rows)",
+    ]
+    for phase, seconds in base["phase_seconds"].items():
+        out.append(f"  {phase:<32} {seconds:8.2f} s")
+    out += [
+        f"  {'sample total':<32} {base['sample_seconds']:8.2f} s   {fmt_rate(base['sample_rows'], base['sample_seconds'])}",
+        f"  {'scaled to all sessions':<32} {base['scaled_seconds']:8.2f} s   "
+        f"(linear: x {base['total_sessions']}/{base['sample_sessions']} sessions)",
+        f"  per-row snapshots == vectorised snapshots: "
+        + ("OK" if base["ok"] else "MISMATCH")
+        + f" ({base['matched']}/{base['sample_sessions']} identical)"
+        + (f"; differ: {', '.join(base['mismatched'][:10])}" if base["mismatched"] else ""),
+        "",
+    ]
+    if cli is None:
+        out += ["CLI    skipped (--skip-cli)", ""]
+    else:
+        reported = f", CLI says {cli['reported_seconds']:.1f} s" if cli["reported_seconds"] is not None else ""
+        same = {None: "not compared", True: "OK", False: "MISMATCH"}[cli["outputs_match_core"]]
+        out += [
+            "CLI    swarm-learn materialize (subprocess, fresh DAGSTER_HOME, outputs removed first)",
+            f"  exit code {cli['returncode']}",
+            f"  {'wall time':<32} {cli['wall_seconds']:8.2f} s   "
+            f"{fmt_rate(rows, cli['wall_seconds'])}{reported}",
+            f"  {'peak RSS (CHILDREN)':<32} {fmt_bytes(cli['peak_rss_bytes']):>10}"
+            + (f"   (was already {fmt_bytes(cli['children_rss_before_bytes'])} before)"
+               if cli["children_rss_before_bytes"] else ""),
+            f"  snapshots/ + models/ byte-identical to core's: {same}",
+        ]
+        if cli["returncode"] != 0:
+            out += ["  output tail:", *("    " + s for s in cli["output_tail"].splitlines())]
+        out.append("")
+    out += ["TARGETS"]
+    labels = {
+        "core_over_floor": ("core / floor", lambda v: f"{v:.2f}x"),
+        "baseline_over_core": ("baseline (scaled) / core", lambda v: f"{v:.1f}x"),
+        "rowwise_equals_vectorised": ("per-row == vectorised", str),
+        "cli_wall_seconds": ("CLI wall time", lambda v: f"{v:.1f} s"),
+        "cli_peak_rss_bytes": ("CLI peak RSS", fmt_bytes),
+    }
+    for name, entry in t.items():
+        label, show = labels[name]
+        out.append(f"  {label:<28} {show(entry['value']):>12}   target {entry['target']:<13} {verdict(entry['met'])}")
+    out += [line]
+    print("\n".join(out), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Time the swarm-learn backfill against a DuckDB read floor and a per-row Python baseline.",
+        epilog="Quick check: --scenarios 2 --sessions 10 --records 300 --baseline-sessions 5",
+    )
+    p.add_argument("--data-root", type=Path, help="data root; landing files there are reused (default: a temp dir)")
+    p.add_argument("--scenarios", type=int, default=10)
+    p.add_argument("--sessions", type=int, default=100, help="sessions per scenario")
+    p.add_argument("--records", type=int, default=1000, help="records per session")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--baseline-sessions", type=int, default=50, help="sessions the per-row baseline runs on")
+    p.add_argument("--skip-cli", action="store_true", help="leave out the `swarm-learn materialize` run")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data root")
+    p.add_argument("--json-out", type=Path, help="also write the report as JSON here")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    temp = args.data_root is None
+    root = (Path(tempfile.mkdtemp(prefix="swarm-learn-bench-")) if temp else args.data_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(prefix="swarm-learn-bench-core-"))
+    try:
+        data = prepare_data(root, args.scenarios, args.sessions, args.records, args.seed)
+        layout = DataLayout(root)
+        files, _ = layout.scan_landing()
+        if not files:
+            print("no landing files to benchmark", file=sys.stderr)
+            return 2
+        keys = [f.key for f in files]
+        scenarios = sorted({f.scenario for f in files})
+        paths = [f.path for f in files]
+        warm = warm_page_cache(paths)
+        clear_outputs(root)
+
+        # Core runs before the floor so that the floor's materialised arrow table (all columns of
+        # every row) cannot inflate the core's peak-RSS high-water mark; the page cache is warm for both.
+        print("core compute ...", file=sys.stderr, flush=True)
+        rss_before = maxrss_bytes(resource.RUSAGE_SELF)
+        core = run_core(layout, keys, scenarios)
+        core.peak_rss_bytes = maxrss_bytes(resource.RUSAGE_SELF)
+        core.rss_before_bytes = rss_before
+
+        print("floor (duckdb read) ...", file=sys.stderr, flush=True)
+        floor = run_floor(paths, floor_columns(paths[0]))
+
+        print(f"per-row baseline on {min(args.baseline_sessions, len(keys))} session(s) ...", file=sys.stderr, flush=True)
+        baseline = run_baseline(layout, keys, sample_keys(keys, max(1, args.baseline_sessions)))
+
+        cli = None
+        if not args.skip_cli:
+            print("swarm-learn materialize ...", file=sys.stderr, flush=True)
+            cli = run_cli(root, aside)
+
+        report = build_report(data, floor, core, baseline, cli, warm)
+        print_report(report)
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        return 0 if report["all_targets_met"] else 1
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+        if temp and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        elif temp:
+            print(f"kept data root {root}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

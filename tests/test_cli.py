@@ -1,0 +1,60 @@
+"""`swarm-learn` as a user runs it: a real subprocess for the main path, `main()` for error handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from swarm_learn_assets.cli import main
+
+
+def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "swarm_learn_assets.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_help_shows_the_quick_start():
+    result = subprocess.run([sys.executable, "-m", "swarm_learn_assets.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for word in ("simulate", "materialize", "status", "import", "Quick start"):
+        assert word in result.stdout
+
+
+def test_simulate_materialize_status_end_to_end(tmp_path: Path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "SWARM_LEARN_DATA": str(tmp_path / "data")}
+    sim = _run("simulate", "--scenarios", "2", "--sessions", "3", "--seed", "5", env=env)
+    assert sim.returncode == 0, sim.stderr
+    assert "wrote 6 landing file(s)" in sim.stdout and "6/6 sessions" in sim.stderr
+    mat = _run("materialize", env=env)
+    assert mat.returncode == 0, mat.stderr
+    lines = mat.stdout.splitlines()
+    assert lines[0].split()[:4] == ["scenario", "sessions", "records", "quarantined"]
+    total = next(line for line in lines if line.startswith("TOTAL")).split()
+    assert total[1] == "6" and int(total[2]) > 0
+    assert (tmp_path / "home" / "dagster.yaml").is_file()
+    status = _run("status", env=env)
+    assert status.returncode == 0 and status.stdout.splitlines() == lines[:-1]  # same table, minus "done in"
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    code = main(["materialize", "--data-root", str(tmp_path), "--assets", "raw_records,bogus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("swarm-learn materialize: error: unknown asset(s) bogus")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_import_writes_a_landing_file(tmp_path: Path, capsys):
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text(
+        '{"Action": {"tick": 1, "worker_id": 0, "action": "CheckStatus", "success": true}}\n'
+        '{"Action": {"tick": 2, "worker_id": 0, "action": "done", "success": true}}\n'
+    )
+    code = main(["import", str(jsonl), "--scenario", "imported", "--session", "s1", "--data-root", str(tmp_path)])
+    assert code == 0
+    assert (tmp_path / "landing" / "imported" / "s1.parquet").is_file()
+    assert main(["import", str(jsonl), "--scenario", "imported", "--session", "s1", "--data-root", str(tmp_path)]) == 1
