@@ -39,7 +39,7 @@ class MergeStrategy:
                 half_life = float(arg) if arg else 1.0
             except ValueError:
                 half_life = -1.0
-            if not half_life > 0:
+            if not (half_life > 0 and math.isfinite(half_life)):
                 raise ValueError(f"merge strategy {text!r}: expected time_decay:<half-life > 0>")
             return cls(name, half_life)
         if name in ("additive", "success_weighted") and not arg:

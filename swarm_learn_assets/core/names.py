@@ -14,7 +14,7 @@ class InvalidNameError(ValueError):
 
 def validate_name(kind: str, value: object) -> str:
     """Return `value` unchanged if it is a safe name, else raise with a message naming it."""
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise InvalidNameError(
             f"invalid {kind} {value!r}: expected 1-64 characters of letters, digits, '_' or '-', "
             f"starting with a letter or digit"

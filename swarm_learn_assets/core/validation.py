@@ -98,6 +98,10 @@ def _coerce_columns(table: pa.Table, mismatched: list[str]) -> tuple[dict[str, p
         col = _quote(name)
         if pa.types.is_list(target) and not pa.types.is_list(table.schema.field(name).type):
             typed = "CAST(NULL AS VARCHAR[])"
+        elif target == pa.int64():
+            # DuckDB rounds 1.5 to 2 when casting; a fractional count is a wrong value, not a rounding.
+            as_double = f"TRY_CAST({col} AS DOUBLE)"
+            typed = f"CASE WHEN {as_double} <> trunc({as_double}) THEN NULL ELSE TRY_CAST({col} AS BIGINT) END"
         else:
             typed = f"TRY_CAST({col} AS {_SQL_TYPES[target]})"
         selects.append(f"{typed} AS {col}")

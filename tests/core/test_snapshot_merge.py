@@ -131,7 +131,7 @@ def test_merge_strategy_parse(text, name, half_life):
     assert strategy.half_life_sessions == half_life
 
 
-@pytest.mark.parametrize("text", ["time_decay:0", "time_decay:-1", "time_decay:abc", "bogus", "additive:2", ""])
+@pytest.mark.parametrize("text", ["time_decay:0", "time_decay:-1", "time_decay:abc", "time_decay:inf", "time_decay:nan", "bogus", "additive:2", ""])
 def test_merge_strategy_parse_errors_name_the_input(text):
     with pytest.raises(ValueError) as info:
         MergeStrategy.parse(text)

@@ -1,0 +1,168 @@
+"""Safe names, partition keys, the data layout's landing scan, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from swarm_learn_assets.core.atomic import _write_atomically, write_json, write_parquet, write_text
+from swarm_learn_assets.core.layout import DataLayout
+from swarm_learn_assets.core.names import (
+    InvalidNameError,
+    session_partition_key,
+    split_session_key,
+    validate_name,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a", "troubleshooting", "A-1_b", "0abc", "x" * 64, "s-2024_01"])
+def test_valid_names(name):
+    assert validate_name("scenario", name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "a.b", "", "x" * 65, "-lead", "_lead", "a/b", "a b", "\na", "a\tb", "é", "a'b", 'a"b', None, 5]
+)
+def test_invalid_names(name):
+    with pytest.raises(InvalidNameError) as info:
+        validate_name("scenario", name)
+    assert repr(name) in str(info.value)
+    assert "scenario" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["a\n", "x" * 64 + "\n"])
+def test_trailing_newline_is_invalid(name):
+    with pytest.raises(InvalidNameError):
+        validate_name("session id", name)
+
+
+def test_invalid_name_error_is_value_error():
+    assert issubclass(InvalidNameError, ValueError)
+
+
+def test_session_key_round_trip():
+    key = session_partition_key("troubleshooting", "s-001")
+    assert key == "troubleshooting.s-001"
+    assert split_session_key(key) == ("troubleshooting", "s-001")
+
+
+@pytest.mark.parametrize("key", ["nodot", "a.b.c", ".b", "a.", "../x.y", "a.-b"])
+def test_split_session_key_refuses(key):
+    with pytest.raises(InvalidNameError):
+        split_session_key(key)
+
+
+def test_session_partition_key_refuses_bad_parts():
+    with pytest.raises(InvalidNameError, match="session id"):
+        session_partition_key("sc", "a.b")
+    with pytest.raises(InvalidNameError, match="scenario"):
+        session_partition_key("../sc", "s1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------
+
+
+def test_layout_paths(tmp_path: Path):
+    layout = DataLayout(tmp_path)
+    assert layout.landing("sc.s1") == tmp_path / "landing" / "sc" / "s1.parquet"
+    assert layout.records("sc.s1") == tmp_path / "records" / "sc" / "s1.parquet"
+    assert layout.quarantine("sc.s1") == tmp_path / "quarantine" / "sc" / "s1.parquet"
+    assert layout.error("sc.s1") == tmp_path / "quarantine" / "sc" / "s1.error.json"
+    assert layout.episodes("sc.s1") == tmp_path / "episodes" / "sc" / "s1.parquet"
+    assert layout.snapshot("sc.s1") == tmp_path / "snapshots" / "sc" / "s1.json"
+    assert layout.scenario_model("sc") == tmp_path / "models" / "sc" / "scenario_model.json"
+    with pytest.raises(InvalidNameError):
+        layout.landing("../etc.passwd")
+    with pytest.raises(InvalidNameError):
+        layout.scenario_model("..")
+
+
+def test_scan_landing_without_landing_dir(tmp_path: Path):
+    assert DataLayout(tmp_path).scan_landing() == ([], [])
+
+
+def test_scan_landing_keeps_good_refuses_bad(tmp_path: Path):
+    base = tmp_path / "landing"
+    for rel in ["good/s2.parquet", "good/s1.parquet", "good/bad.name.parquet", "bad scenario/s1.parquet",
+                "other/s3.parquet"]:
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_bytes(b"")
+    (base / "good" / "notes.txt").write_text("ignored")
+    (base / "stray.parquet").write_bytes(b"")  # not inside a scenario directory
+
+    found, refused = DataLayout(tmp_path).scan_landing()
+
+    assert [(f.scenario, f.session_id) for f in found] == [("good", "s1"), ("good", "s2"), ("other", "s3")]
+    assert [f.key for f in found] == ["good.s1", "good.s2", "other.s3"]
+    assert found[0].path == base / "good" / "s1.parquet"
+    assert len(refused) == 2
+    bad_file = next(m for m in refused if "bad.name" in m)
+    assert str(base / "good" / "bad.name.parquet") in bad_file
+    assert "invalid session id 'bad.name'" in bad_file
+    bad_dir = next(m for m in refused if "bad scenario" in m)
+    assert "invalid scenario 'bad scenario'" in bad_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_write_json_equal_payloads_give_equal_bytes(tmp_path: Path):
+    a = write_json({"b": 1, "a": [1, 2], "c": {"y": 2, "x": "é"}}, tmp_path / "a.json")
+    b = write_json({"c": {"x": "é", "y": 2}, "a": [1, 2], "b": 1}, tmp_path / "b.json")
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads(a.read_text(encoding="utf-8")) == {"a": [1, 2], "b": 1, "c": {"x": "é", "y": 2}}
+    assert a.read_bytes().endswith(b"\n")
+    assert "é".encode() in a.read_bytes()  # not escaped
+    assert leftovers(tmp_path) == []
+
+
+def test_write_json_replaces_and_creates_parents(tmp_path: Path):
+    path = tmp_path / "deep" / "dir" / "x.json"
+    write_json({"n": 1, "long": "x" * 100}, path)
+    write_json({"n": 2}, path)
+    assert json.loads(path.read_text()) == {"n": 2}  # replaced, nothing of the longer old file left
+    assert leftovers(path.parent) == []
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+
+
+def test_write_parquet_round_trip_no_temp_files(tmp_path: Path):
+    table = pa.table({"a": [1, 2, 3]})
+    path = write_parquet(table, tmp_path / "t.parquet")
+    assert pq.read_table(path).equals(table)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path):
+    path = tmp_path / "x.txt"
+    write_text("old", path)
+
+    def boom(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        _write_atomically(path, boom)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_unserialisable_json_leaves_nothing(tmp_path: Path):
+    with pytest.raises(TypeError):
+        write_json({"x": object()}, tmp_path / "x.json")
+    assert list(tmp_path.iterdir()) == []
