@@ -25,8 +25,8 @@ from .merge import MergeStrategy
 from .names import split_session_key
 from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model
 from .schema import COLUMNS, REJECT_REASON, SOURCE_ROW
-from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots
-from .validation import SESSION_KEY, TYPE_ERROR, LandingFileError, normalise, read_landing, validate
+from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
+from .validation import SESSION_KEY, LandingFileError, normalise, read_landing, validate
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,16 @@ def split_by_session(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
         yield encoded.dictionary[codes[begin]].as_py(), table.slice(begin, end - begin)
 
 
+# Sessions handled per vectorised pass: large enough to amortise per-query costs, small enough to
+# keep memory flat however many sessions a backfill run covers.
+CHUNK_SESSIONS = 100
+
+
+def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(keys), CHUNK_SESSIONS):
+        yield keys[start : start + CHUNK_SESSIONS]
+
+
 def _remove(*paths: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
@@ -69,6 +79,10 @@ def _remove(*paths: Path) -> None:
 
 def ingest_sessions(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest]:
     """landing → records/ + quarantine/. An unreadable file gets `<session>.error.json`; others go on."""
+    return [result for chunk in _chunks(keys) for result in _ingest_chunk(layout, chunk)]
+
+
+def _ingest_chunk(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest]:
     normalised, outcome = [], {}
     for key in keys:
         path = layout.landing(key)
@@ -139,6 +153,15 @@ def build_session_episodes(
     layout: DataLayout, keys: Sequence[str], min_task_actions: int = 2, min_decision_actions: int = 3
 ) -> pa.Table:
     """records/ → episodes/. Sessions without records (rejected whole) get no episodes file."""
+    return pa.concat_tables(
+        [_episodes_chunk(layout, chunk, min_task_actions, min_decision_actions) for chunk in _chunks(keys)]
+        or [EPISODE_SCHEMA.empty_table()]
+    )
+
+
+def _episodes_chunk(
+    layout: DataLayout, keys: Sequence[str], min_task_actions: int, min_decision_actions: int
+) -> pa.Table:
     records = read_records(layout, keys)
     episodes = build_episode_table(records, min_task_actions, min_decision_actions)
     sessions = pc.binary_join_element_wise(episodes.column("scenario"), episodes.column("session_id"), ".")
@@ -158,6 +181,11 @@ def build_session_snapshots(
     layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int] = DEFAULT_NGRAM_ORDERS
 ) -> dict[str, Snapshot]:
     """episodes/ + records/ → snapshots/*.json."""
+    orders = check_ngram_orders(ngram_orders)
+    return {key: snap for chunk in _chunks(keys) for key, snap in _snapshots_chunk(layout, chunk, orders).items()}
+
+
+def _snapshots_chunk(layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int]) -> dict[str, Snapshot]:
     records = read_records(layout, keys)
     paths = _existing(layout.episodes, keys)
     episodes = (
@@ -233,5 +261,4 @@ __all__ = [
     "load_snapshots",
     "read_records",
     "split_by_session",
-    "TYPE_ERROR",
 ]
