@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from .core.layout import DATA_ROOT_ENV, DataLayout
 from .defs.partitions import SCENARIOS, SESSIONS
@@ -17,6 +16,9 @@ SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
 SCENARIO_ASSETS = ("scenario_model",)
 ALL_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
+# The run tags with which Dagster's own backfills hand a partition range to one run.
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 class PipelineError(RuntimeError):

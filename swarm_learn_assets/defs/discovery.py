@@ -4,7 +4,6 @@ import hashlib
 
 import dagster as dg
 
-from ..core.names import session_partition_key
 from .jobs import process_sessions_job, scenario_model_job
 from .partitions import SCENARIOS, SESSIONS
 from .resources import SwarmData
@@ -68,5 +67,3 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
         ],
     )
 
-
-__all__ = ["discover_sessions", "session_partition_key"]

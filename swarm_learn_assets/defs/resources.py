@@ -1,8 +1,10 @@
 """The data root as a Dagster resource, so every asset reads and writes the same layout."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from ..core.layout import DATA_ROOT_ENV, DataLayout, default_data_root
+from ..core.layout import DataLayout, default_data_root
 
 
 class SwarmData(dg.ConfigurableResource):
@@ -12,9 +14,4 @@ class SwarmData(dg.ConfigurableResource):
 
     @property
     def layout(self) -> DataLayout:
-        from pathlib import Path
-
         return DataLayout(Path(self.data_root).resolve() if self.data_root else default_data_root())
-
-
-__all__ = ["SwarmData", "DATA_ROOT_ENV"]
