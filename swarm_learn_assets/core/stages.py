@@ -8,7 +8,7 @@ replace what a previous run wrote, so running a stage twice gives the same files
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,8 +136,10 @@ RECORD_COLUMNS_FOR_STATS = (
 )
 
 
-def _existing(layout_path, keys: Sequence[str]) -> dict[str, Path]:
-    return {k: layout_path(k) for k in keys if layout_path(k).is_file()}
+def _existing(layout_path: Callable[[str], Path], keys: Sequence[str]) -> dict[str, Path]:
+    """The files of the given sessions that exist, keyed by session."""
+    paths = {k: layout_path(k) for k in keys}
+    return {k: p for k, p in paths.items() if p.is_file()}
 
 
 def read_records(layout: DataLayout, keys: Sequence[str]) -> pa.Table:
