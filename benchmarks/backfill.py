@@ -4,10 +4,11 @@ Not part of the test suite. One run prints a report that answers three questions
 
 * Is the vectorised core close to the I/O floor?  Floor = DuckDB reading the same landing columns
   once; target: core ≤ 5× floor.
-* Did vectorising pay off?  Baseline = the per-row Python definition of the same rules
-  (`records_from_table` → learn models → `snapshot_rowwise` → `merge_snapshots`) on a sample of
-  sessions, scaled linearly to all sessions; target: baseline ≥ 20× core. The sampled per-row
-  snapshots must equal the vectorised ones exactly, otherwise the speed-up means nothing.
+* Did vectorising pay off?  Baseline = a straightforward per-row Python implementation of the same
+  work (read, validate row by row, write records, per-record learn models, write episodes,
+  `snapshot_rowwise`, write snapshots, `merge_snapshots`) on a sample of sessions, scaled linearly
+  to all sessions; target: baseline ≥ 20× core. The sampled per-row snapshots must equal the
+  vectorised ones exactly, otherwise the speed-up means nothing.
 * Does the real entry point stay cheap?  `swarm-learn materialize` as a subprocess with a fresh
   `DAGSTER_HOME`; targets: < 60 s wall time and < 2 GB peak RSS.
 
@@ -48,15 +49,18 @@ from swarm_learn_assets.core.learn_models import WorkerDecisionSequenceLearn, Wo
 from swarm_learn_assets.core.merge import merge_snapshots
 from swarm_learn_assets.core.names import split_session_key
 from swarm_learn_assets.core.offline import latest_sessions
-from swarm_learn_assets.core.records import Record, records_from_table
-from swarm_learn_assets.core.schema import COLUMNS, KINDS
-from swarm_learn_assets.core.snapshot import Snapshot, snapshot_rowwise
-from swarm_learn_assets.core.stages import (
-    build_model_for_scenario,
-    build_session_episodes,
-    build_session_snapshots,
-    ingest_sessions,
+from swarm_learn_assets.core.atomic import write_json, write_parquet
+from swarm_learn_assets.core.records import records_from_table
+from swarm_learn_assets.core.schema import (
+    COLUMNS,
+    KINDS,
+    LEARN_STATS_OUTCOMES,
+    NON_NEGATIVE,
+    REQUIRED_BY_KIND,
+    SCHEMA,
 )
+from swarm_learn_assets.core.snapshot import Snapshot, snapshot_rowwise
+from swarm_learn_assets.core.stages import build_model_for_scenario, process_sessions
 from swarm_learn_assets.simulate import simulate
 
 # Everything the pipeline writes under the data root; removed before each timed run so that every
@@ -200,11 +204,10 @@ class CoreResult:
 
 def run_core(layout: DataLayout, keys: Sequence[str], scenarios: Sequence[str]) -> CoreResult:
     """The stage functions the Dagster assets call, over all sessions as one batch, without Dagster:
-    the cost of the rules themselves, which the floor and the baseline are compared against."""
+    the cost of the rules themselves, which the floor and the baseline are compared against.
+    `process_sessions` is what the session assets run: records → episodes → snapshots in one pass."""
     stages: dict[str, float] = {}
-    ingest, stages["ingest_sessions"] = timed(lambda: ingest_sessions(layout, keys))
-    episodes, stages["build_session_episodes"] = timed(lambda: build_session_episodes(layout, keys))
-    _, stages["build_session_snapshots"] = timed(lambda: build_session_snapshots(layout, keys))
+    batch, stages["process_sessions"] = timed(lambda: process_sessions(layout, keys))
     _, stages["build_model_for_scenario"] = timed(
         lambda: [build_model_for_scenario(layout, s) for s in scenarios]
     )
@@ -212,10 +215,10 @@ def run_core(layout: DataLayout, keys: Sequence[str], scenarios: Sequence[str]) 
         stage_seconds=stages,
         total_seconds=sum(stages.values()),
         sessions=len(keys),
-        records=sum(i.records for i in ingest),
-        rejected=sum(i.rejected for i in ingest),
-        unreadable=sum(1 for i in ingest if i.error is not None),
-        episodes=episodes.num_rows,
+        records=sum(i.records for i in batch.ingest),
+        rejected=sum(i.rejected for i in batch.ingest),
+        unreadable=sum(1 for i in batch.ingest if i.error is not None),
+        episodes=sum(t.num_rows for t in batch.episodes),
     )
 
 
@@ -249,37 +252,101 @@ def sample_keys(keys: Sequence[str], n: int) -> list[str]:
     return [keys[i] for i in sorted(set(picks.tolist()))]
 
 
-def rowwise_records(path: Path) -> tuple[list[Record], int]:
-    """Typed records of one landing file in the order validation leaves them (by `seq`, a missing
-    `seq` taking the row's position, as validation does), skipping rows of unknown kinds."""
-    table = pq.read_table(path)
-    valid = pc.fill_null(pc.is_in(table.column("kind"), pa.array(KINDS)), False)
-    positions = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
-    records = records_from_table(table.filter(valid))
-    for position, record in zip(positions.tolist(), records):
-        if record.seq is None:
-            record.seq = position
-    records.sort(key=lambda r: r.seq)
-    return records, table.num_rows
+def rowwise_validate(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The contract checks of `validation`, one row at a time: (records sorted by seq, rejected rows)."""
+    good, bad, seen = [], [], set()
+    for position, row in enumerate(rows):
+        row = dict(row, source_row=position)
+        kind = row.get("kind")
+        reason = None
+        if kind is None:
+            reason = "kind: required, got null"
+        elif kind not in KINDS:
+            reason = f"kind: expected one of {', '.join(KINDS)}, got '{kind}'"
+        else:
+            for name, dtype in COLUMNS.items():
+                value = row.get(name)
+                if value is not None and not _fits(value, dtype):
+                    reason = f"{name}: expected {dtype}, got '{value}'"
+                    break
+            if reason is None:
+                for name in REQUIRED_BY_KIND.get(kind, ()):
+                    if row.get(name) is None:
+                        reason = f"{name}: required for kind '{kind}'"
+                        break
+            if reason is None:
+                for name in NON_NEGATIVE:
+                    if row.get(name) is not None and row[name] < 0:
+                        reason = f"{name}: expected >= 0, got {row[name]}"
+                        break
+            if reason is None and kind == "learn_stats" and row.get("outcome") not in (None, *LEARN_STATS_OUTCOMES):
+                reason = f"outcome: expected one of {', '.join(LEARN_STATS_OUTCOMES)}, got '{row['outcome']}'"
+        if row.get("seq") is None:
+            row["seq"] = position
+        if reason is None and row["seq"] in seen:
+            reason = f"seq: duplicate value {row['seq']}, expected unique within the session"
+        if reason is None:
+            seen.add(row["seq"])
+            if kind == "action" and row.get("success") is None:
+                row["success"] = True
+            good.append(row)
+        else:
+            bad.append(dict(row, reject_reason=reason))
+    good.sort(key=lambda r: (r["seq"], r["source_row"]))
+    return good, bad
 
 
-def run_baseline(layout: DataLayout, keys: Sequence[str], sample: Sequence[str]) -> BaselineResult:
-    """The per-record definition of the rules, session by session, on a sample; checks each
-    snapshot against the one the core wrote. Only the rule work is timed, not the comparison."""
+def _fits(value: Any, dtype: pa.DataType) -> bool:
+    if pa.types.is_list(dtype):
+        return isinstance(value, list)
+    python = {pa.string(): str, pa.int64(): int, pa.bool_(): bool, pa.float64(): (int, float)}[dtype]
+    return isinstance(value, python) and not (dtype == pa.int64() and isinstance(value, bool))
+
+
+RECORDS_SCHEMA = pa.schema([*SCHEMA, pa.field("source_row", pa.int64())])
+EPISODE_COLUMNS = ("episode_id", "learn_model", "scenario", "session_id", "worker_id", "task_id", "group_id",
+                   "outcome", "score", "reason", "actions", "record_seqs", "started_at_ms", "ended_at_ms",
+                   "context", "selection_logic")
+
+
+def run_baseline(layout: DataLayout, keys: Sequence[str], sample: Sequence[str], out: Path) -> BaselineResult:
+    """A straightforward per-row Python implementation of the same work as the core, session by
+    session, on a sample: read the landing file, validate row by row, write records/ and quarantine/,
+    cut episodes with the per-record learn models and write them, compute the snapshot with
+    `snapshot_rowwise` and write it, then merge each scenario's snapshots and write the model. Outputs
+    go under `out`, not the data root. Each snapshot is checked against the one the core wrote; only
+    the work is timed, not the comparison."""
     task_model, decision_model = WorkerTaskLearn(), WorkerDecisionSequenceLearn()
+    mine = DataLayout(out)
     phases: dict[str, float] = defaultdict(float)
     by_scenario: dict[str, list[Snapshot]] = defaultdict(list)
     matched, mismatched, rows = 0, [], 0
+
+    def phase(name: str, fn: Callable[[], T]) -> T:
+        result, seconds = timed(fn)
+        phases[name] += seconds
+        return result
+
     for key in sample:
         scenario, session_id = split_session_key(key)
-        (records, n), seconds = timed(lambda: rowwise_records(layout.landing(key)))
-        phases["read + records_from_table"] += seconds
-        rows += n
-        episodes, seconds = timed(lambda: task_model.build_episodes(records, scenario, session_id)
-                                  + decision_model.build_episodes(records, scenario, session_id))
-        phases["build_episodes (2 models)"] += seconds
-        snapshot, seconds = timed(lambda: snapshot_rowwise(records, episodes, scenario, session_id))
-        phases["snapshot_rowwise"] += seconds
+        landing = phase("read landing (to_pylist)", lambda: pq.read_table(layout.landing(key)).to_pylist())
+        rows += len(landing)
+        good, bad = phase("validate per row", lambda: rowwise_validate(landing))
+        phase("write records + quarantine", lambda: (
+            write_parquet(pa.Table.from_pylist(good, RECORDS_SCHEMA), mine.records(key)),
+            bad and write_parquet(pa.Table.from_pylist(bad), mine.quarantine(key)),
+        ))
+        records = phase("records_from_table", lambda: records_from_table(pa.Table.from_pylist(good, RECORDS_SCHEMA)))
+        episodes = phase("build_episodes (2 models)", lambda: task_model.build_episodes(records, scenario, session_id)
+                         + decision_model.build_episodes(records, scenario, session_id))
+        phase("write episodes", lambda: write_parquet(pa.Table.from_pylist(
+            [dict(zip(EPISODE_COLUMNS, (e.id, e.learn_model, scenario, session_id, e.worker_id(), e.get_task_id(),
+                                        e.get_group_id(), e.outcome.kind, e.outcome.score(), None, e.actions(),
+                                        [r.seq for r in e.records], e.started_at_ms(), e.ended_at_ms(), e.context(),
+                                        e.selection_logic())))
+             for e in episodes]), mine.episodes(key)))
+        snapshot = phase("snapshot_rowwise", lambda: snapshot_rowwise(records, episodes, scenario, session_id))
+        phase("write snapshot", lambda: write_json(snapshot, mine.snapshot(key), indent=None))
         by_scenario[scenario].append(snapshot)
         written = layout.snapshot(key)
         if written.is_file() and json.loads(written.read_text()) == snapshot:
@@ -287,8 +354,8 @@ def run_baseline(layout: DataLayout, keys: Sequence[str], sample: Sequence[str])
         else:
             mismatched.append(key)
     for scenario, snapshots in by_scenario.items():
-        _, seconds = timed(lambda: merge_snapshots(latest_sessions(snapshots, len(snapshots))))
-        phases["merge_snapshots"] += seconds
+        merged = phase("merge_snapshots", lambda: merge_snapshots(latest_sessions(snapshots, len(snapshots))))
+        phase("write model", lambda: write_json(merged, mine.scenario_model(scenario)))
     sample_seconds = sum(phases.values())
     return BaselineResult(
         sample_sessions=len(sample),
@@ -545,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor = run_floor(paths, floor_columns(paths[0]))
 
         print(f"per-row baseline on {min(args.baseline_sessions, len(keys))} session(s) ...", file=sys.stderr, flush=True)
-        baseline = run_baseline(layout, keys, sample_keys(keys, max(1, args.baseline_sessions)))
+        baseline = run_baseline(layout, keys, sample_keys(keys, max(1, args.baseline_sessions)), aside / "baseline")
 
         cli = None
         if not args.skip_cli:

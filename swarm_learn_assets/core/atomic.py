@@ -30,13 +30,17 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write `table` as one parquet file (zstd) atomically."""
-    return _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    """Write `table` as one parquet file (zstd) atomically. Dictionary pages are left out: on files
+    of a few thousand rows they save almost nothing and cost a fifth of the write time."""
+    return _write_atomically(
+        path, lambda tmp: pq.write_table(table, tmp, compression="zstd", use_dictionary=False)
+    )
 
 
-def write_json(payload: Any, path: Path) -> Path:
-    """Write `payload` as sorted, indented JSON atomically, so equal payloads give equal bytes."""
-    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+def write_json(payload: Any, path: Path, indent: int | None = 2) -> Path:
+    """Write `payload` as sorted JSON atomically, so equal payloads give equal bytes. `indent=None`
+    writes one line with the C encoder, ~10× faster, for files machines read (snapshots)."""
+    text = json.dumps(payload, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
     return write_text(text, path)
 
 

@@ -8,9 +8,11 @@ replace what a previous run wrote, so running a stage twice gives the same files
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -18,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .atomic import write_json, write_parquet
-from .episodes_sql import EPISODE_SCHEMA, build_episode_table
+from .episode_table import EPISODE_SCHEMA, build_episode_table
 from .layout import DataLayout
 from .learn_models import WORKER_TASK
 from .merge import MergeStrategy
@@ -26,7 +28,10 @@ from .names import split_session_key
 from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model
 from .schema import COLUMNS, REJECT_REASON, SOURCE_ROW
 from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
-from .validation import SESSION_KEY, LandingFileError, normalise, read_landing, validate
+from .validation import SESSION_KEY, LandingFileError, NormalisedSession, normalise, read_landing, validate
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,11 @@ def split_by_session(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
 # Sessions handled per vectorised pass: large enough to amortise per-query costs, small enough to
 # keep memory flat however many sessions a backfill run covers.
 CHUNK_SESSIONS = 100
+# Parquet reads and writes release the GIL; a few threads keep both cores busy with per-file work.
+IO_THREADS = 4
+
+RECORDS, EPISODES, SNAPSHOTS = "records", "episodes", "snapshots"
+STEPS = (RECORDS, EPISODES, SNAPSHOTS)
 
 
 def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -72,32 +82,119 @@ def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
         yield keys[start : start + CHUNK_SESSIONS]
 
 
+def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        return list(pool.map(fn, items))
+
+
 def _remove(*paths: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class SessionSettings:
+    """The rules' parameters for a session batch (the learn models' minimums, n-gram orders)."""
+
+    min_task_actions: int = 2
+    min_decision_actions: int = 3
+    ngram_orders: tuple[int, ...] = tuple(DEFAULT_NGRAM_ORDERS)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ngram_orders", tuple(check_ngram_orders(self.ngram_orders)))
+
+
+@dataclass
+class SessionBatch:
+    """What one pass over a batch of sessions produced, per step that ran."""
+
+    ingest: list[SessionIngest] = field(default_factory=list)
+    episodes: list[pa.Table] = field(default_factory=list)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+
+    def episode_table(self) -> pa.Table:
+        return pa.concat_tables(self.episodes) if self.episodes else EPISODE_SCHEMA.empty_table()
+
+
+def process_sessions(
+    layout: DataLayout,
+    keys: Sequence[str],
+    steps: Collection[str] = STEPS,
+    settings: SessionSettings = SessionSettings(),
+) -> SessionBatch:
+    """Run the selected session steps over many sessions, chunk by chunk, in one pass.
+
+    A chunk's records and episodes stay in memory from the step that makes them to the steps that
+    use them; a step that is not selected has its inputs read from the files an earlier run wrote.
+    """
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown step(s) {sorted(unknown)}; expected some of {list(STEPS)}")
+    batch = SessionBatch()
+    for chunk in _chunks(keys):
+        records = None
+        if RECORDS in steps:
+            ingest, records = _ingest_chunk(layout, chunk)
+            batch.ingest.extend(ingest)
+        if EPISODES not in steps and SNAPSHOTS not in steps:
+            continue
+        if records is None:
+            records = read_records(layout, chunk)
+        if EPISODES in steps:
+            episodes = _episodes_chunk(layout, chunk, records, settings)
+            batch.episodes.append(episodes)
+        else:
+            episodes = _read_episodes(layout, chunk)
+        if SNAPSHOTS in steps:
+            batch.snapshots.update(_snapshots_chunk(layout, chunk, records, episodes, settings))
+    return batch
+
+
 def ingest_sessions(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest]:
     """landing → records/ + quarantine/. An unreadable file gets `<session>.error.json`; others go on."""
-    return [result for chunk in _chunks(keys) for result in _ingest_chunk(layout, chunk)]
+    return process_sessions(layout, keys, [RECORDS]).ingest
 
 
-def _ingest_chunk(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest]:
-    normalised, outcome = [], {}
-    for key in keys:
-        path = layout.landing(key)
-        try:
-            if not path.is_file():
-                raise LandingFileError(path, "does not exist; expected a landing parquet file")
-            normalised.append(normalise(read_landing(path), key, str(path)))
-        except LandingFileError as exc:
-            write_json({"file": str(path), "error": exc.problem, "session": key}, layout.error(key))
+def build_session_episodes(
+    layout: DataLayout, keys: Sequence[str], min_task_actions: int = 2, min_decision_actions: int = 3
+) -> pa.Table:
+    """records/ → episodes/. Sessions without records (rejected whole) get no episodes file."""
+    settings = SessionSettings(min_task_actions, min_decision_actions)
+    return process_sessions(layout, keys, [EPISODES], settings).episode_table()
+
+
+def build_session_snapshots(
+    layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int] = DEFAULT_NGRAM_ORDERS
+) -> dict[str, Snapshot]:
+    """episodes/ + records/ → snapshots/*.json."""
+    return process_sessions(layout, keys, [SNAPSHOTS], SessionSettings(ngram_orders=tuple(ngram_orders))).snapshots
+
+
+def _read_normalised(layout: DataLayout, key: str) -> NormalisedSession | LandingFileError:
+    path = layout.landing(key)
+    try:
+        if not path.is_file():
+            raise LandingFileError(path, "does not exist; expected a landing parquet file")
+        return normalise(read_landing(path), key, str(path))
+    except LandingFileError as exc:
+        return exc
+
+
+def _ingest_chunk(layout: DataLayout, keys: Sequence[str]) -> tuple[list[SessionIngest], pa.Table]:
+    outcome: dict[str, SessionIngest] = {}
+    normalised = []
+    for key, session in zip(keys, _parallel(lambda k: _read_normalised(layout, k), keys)):
+        if isinstance(session, LandingFileError):
+            write_json({"file": session.path, "error": session.problem, "session": key}, layout.error(key))
             _remove(layout.records(key), layout.quarantine(key))
-            outcome[key] = SessionIngest(key, 0, 0, str(exc))
+            outcome[key] = SessionIngest(key, 0, 0, str(session))
+        else:
+            normalised.append(session)
     result = validate(normalised)
     good = dict(split_by_session(result.records))
     bad = dict(split_by_session(result.rejected))
-    for session in normalised:
+
+    def write(session: NormalisedSession) -> SessionIngest:
         key = session.session_key
         keep = [*COLUMNS, *session.extra_columns, SOURCE_ROW]
         records = good.get(key)
@@ -106,13 +203,18 @@ def _ingest_chunk(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest
         rejected = bad.get(key)
         if rejected is not None:
             rejected = rejected.select([*keep, REJECT_REASON])
-            rejected = rejected.append_column("source_file", pa.array([session.source] * rejected.num_rows))
+            rejected = rejected.append_column(
+                "source_file", pa.repeat(pa.scalar(session.source, pa.string()), rejected.num_rows)
+            )
             write_parquet(rejected, layout.quarantine(key))
         else:
             _remove(layout.quarantine(key))
         _remove(layout.error(key))
-        outcome[key] = SessionIngest(key, records.num_rows, 0 if rejected is None else rejected.num_rows)
-    return [outcome[k] for k in keys]
+        return SessionIngest(key, records.num_rows, 0 if rejected is None else rejected.num_rows)
+
+    outcome.update((r.key, r) for r in _parallel(write, normalised))
+    stats_columns = [SESSION_KEY, *RECORD_COLUMNS_FOR_STATS]
+    return [outcome[k] for k in keys], result.records.select(stats_columns)
 
 
 def _read_session_files(paths: dict[str, Path], columns: Sequence[str]) -> pa.Table:
@@ -151,56 +253,43 @@ def read_records(layout: DataLayout, keys: Sequence[str]) -> pa.Table:
     return _read_session_files(paths, RECORD_COLUMNS_FOR_STATS)
 
 
-def build_session_episodes(
-    layout: DataLayout, keys: Sequence[str], min_task_actions: int = 2, min_decision_actions: int = 3
-) -> pa.Table:
-    """records/ → episodes/. Sessions without records (rejected whole) get no episodes file."""
-    return pa.concat_tables(
-        [_episodes_chunk(layout, chunk, min_task_actions, min_decision_actions) for chunk in _chunks(keys)]
-        or [EPISODE_SCHEMA.empty_table()]
-    )
+def _read_episodes(layout: DataLayout, keys: Sequence[str]) -> pa.Table:
+    paths = _existing(layout.episodes, keys)
+    if not paths:
+        return EPISODE_SCHEMA.empty_table()
+    return _read_session_files(paths, EPISODE_SCHEMA.names).drop_columns([SESSION_KEY]).cast(EPISODE_SCHEMA)
 
 
-def _episodes_chunk(
-    layout: DataLayout, keys: Sequence[str], min_task_actions: int, min_decision_actions: int
-) -> pa.Table:
-    records = read_records(layout, keys)
-    episodes = build_episode_table(records, min_task_actions, min_decision_actions)
+def _episodes_chunk(layout: DataLayout, keys: Sequence[str], records: pa.Table, settings: SessionSettings) -> pa.Table:
+    episodes = build_episode_table(records, settings.min_task_actions, settings.min_decision_actions)
     sessions = pc.binary_join_element_wise(episodes.column("scenario"), episodes.column("session_id"), ".")
     by_session = dict(split_by_session(episodes.append_column(SESSION_KEY, sessions)))
     with_records = set(pc.unique(records.column(SESSION_KEY)).to_pylist())
-    for key in keys:
+
+    def write(key: str) -> None:
         if key not in with_records and not layout.records(key).is_file():
             _remove(layout.episodes(key))
-            continue
+            return
         table = by_session.get(key)
         table = table.drop_columns([SESSION_KEY]) if table is not None else EPISODE_SCHEMA.empty_table()
         write_parquet(table, layout.episodes(key))
+
+    _parallel(write, keys)
     return episodes
 
 
-def build_session_snapshots(
-    layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int] = DEFAULT_NGRAM_ORDERS
+def _snapshots_chunk(
+    layout: DataLayout, keys: Sequence[str], records: pa.Table, episodes: pa.Table, settings: SessionSettings
 ) -> dict[str, Snapshot]:
-    """episodes/ + records/ → snapshots/*.json."""
-    orders = check_ngram_orders(ngram_orders)
-    return {key: snap for chunk in _chunks(keys) for key, snap in _snapshots_chunk(layout, chunk, orders).items()}
+    snapshots = build_snapshots(records, episodes, settings.ngram_orders)
 
-
-def _snapshots_chunk(layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int]) -> dict[str, Snapshot]:
-    records = read_records(layout, keys)
-    paths = _existing(layout.episodes, keys)
-    episodes = (
-        _read_session_files(paths, EPISODE_SCHEMA.names).drop_columns([SESSION_KEY]).cast(EPISODE_SCHEMA)
-        if paths
-        else EPISODE_SCHEMA.empty_table()
-    )
-    snapshots = build_snapshots(records, episodes, ngram_orders)
-    for key in keys:
+    def write(key: str) -> None:
         if key in snapshots:
-            write_json(snapshots[key], layout.snapshot(key))
+            write_json(snapshots[key], layout.snapshot(key), indent=None)
         else:
             _remove(layout.snapshot(key))
+
+    _parallel(write, keys)
     return snapshots
 
 
@@ -255,7 +344,10 @@ def build_model_for_scenario(
 
 
 __all__ = [
+    "SessionBatch",
     "SessionIngest",
+    "SessionSettings",
+    "process_sessions",
     "ingest_sessions",
     "build_session_episodes",
     "build_session_snapshots",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -32,7 +33,8 @@ from .schema import (
 
 TYPE_ERROR = "_type_error"
 SESSION_KEY = "_session"
-RESERVED = (SOURCE_ROW, REJECT_REASON, TYPE_ERROR, SESSION_KEY)
+_POSITION = "_position"  # a row's place in the validation batch
+RESERVED = (SOURCE_ROW, REJECT_REASON, TYPE_ERROR, SESSION_KEY, _POSITION)
 _SQL_TYPES = {
     pa.string(): "VARCHAR",
     pa.int64(): "BIGINT",
@@ -72,7 +74,7 @@ class ValidationResult:
 def read_landing(path: Path) -> pa.Table:
     """Read a landing parquet file, turning every way it can be unreadable into one clear error."""
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read(use_threads=False)  # callers read many files in parallel
     except Exception as exc:  # pyarrow raises several types for corrupt, truncated or foreign files
         raise LandingFileError(path, f"cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
     if "kind" not in table.column_names:
@@ -121,33 +123,32 @@ def _coerce_columns(table: pa.Table, mismatched: list[str]) -> tuple[dict[str, p
 def normalise(table: pa.Table, session_key: str, source: str) -> NormalisedSession:
     """Bring one landing table to the contract types; never drops a row."""
     n = table.num_rows
-    clashing = [c for c in RESERVED if c in table.column_names]
+    clashing = [c for c in RESERVED if c in table.schema.names]
     if clashing:
-        table = table.rename_columns([f"landing_{c}" if c in clashing else c for c in table.column_names])
+        table = table.rename_columns([f"landing_{c}" if c in clashing else c for c in table.schema.names])
+    types = {f.name: f.type for f in table.schema}  # looked up per contract column: build it once
+    columns = dict(zip(table.schema.names, table.columns))
     mismatched = []
     for name, dtype in COLUMNS.items():
-        if name in table.column_names and table.schema.field(name).type != dtype:
+        if name in types and types[name] != dtype:
             try:
-                table = table.set_column(
-                    table.column_names.index(name), name, pc.cast(table.column(name), dtype, safe=True)
-                )
+                columns[name] = pc.cast(columns[name], dtype, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 mismatched.append(name)
-    coerced, type_error = _coerce_columns(table, mismatched) if mismatched else ({}, pa.nulls(n, pa.string()))
-    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
-    for name, dtype in COLUMNS.items():
-        if name in coerced:
-            arrays[name] = coerced[name]
-        elif name in table.column_names:
-            arrays[name] = table.column(name)
-        else:
-            arrays[name] = pa.nulls(n, dtype)
-    extras = [c for c in table.column_names if c not in COLUMNS]
+    if mismatched:
+        coerced, type_error = _coerce_columns(table, mismatched)
+        columns.update(coerced)
+    else:
+        type_error = pa.nulls(n, pa.string())
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {
+        name: columns[name] if name in columns else pa.nulls(n, dtype) for name, dtype in COLUMNS.items()
+    }
+    extras = [c for c in columns if c not in COLUMNS]
     for name in extras:
-        arrays[name] = table.column(name)
-    arrays[SOURCE_ROW] = pa.array(range(n), pa.int64())
+        arrays[name] = columns[name]
+    arrays[SOURCE_ROW] = pa.array(np.arange(n, dtype=np.int64))
     arrays[TYPE_ERROR] = type_error
-    arrays[SESSION_KEY] = pa.array([session_key] * n, pa.string()) if n else pa.array([], pa.string())
+    arrays[SESSION_KEY] = pa.repeat(pa.scalar(session_key, pa.string()), n)
     return NormalisedSession(session_key, source, pa.table(arrays), extras)
 
 
@@ -182,41 +183,53 @@ def _reason_sql() -> str:
 
 
 def validate(sessions: list[NormalisedSession]) -> ValidationResult:
-    """Split the rows of many sessions into valid records (sorted by seq) and rejected rows with a reason."""
+    """Split the rows of many sessions into valid records (sorted by seq) and rejected rows with a reason.
+
+    The query only sees the narrow columns the rules need and returns, per row, its position, its
+    reason and its filled `seq`; the wide columns (prompts, responses) are then reordered once in
+    Arrow, and not at all when the landing files were already in `seq` order, as the swarm writes them.
+    """
     if not sessions:
         empty = pa.table({**{n: pa.array([], t) for n, t in COLUMNS.items()}, SESSION_KEY: pa.array([], pa.string())})
         return ValidationResult(empty, empty)
     batch = pa.concat_tables([s.table for s in sessions], promote_options="permissive")
     other = [c for c in batch.column_names if c not in COLUMNS and c not in (SOURCE_ROW, TYPE_ERROR, SESSION_KEY)]
-    passthrough = ", ".join(_quote(c) for c in COLUMNS if c not in ("seq", "success"))
-    extras = "".join(f", {_quote(c)}" for c in other)
     sql = f"""
     WITH typed AS (
-        SELECT *, coalesce(seq, {SOURCE_ROW}) AS seq_filled, {_reason_sql()} AS first_reason FROM batch
+        SELECT {_POSITION}, {SESSION_KEY}, {SOURCE_ROW}, coalesce(seq, {SOURCE_ROW}) AS seq_filled,
+               {_reason_sql()} AS first_reason
+        FROM batch
     ), ranked AS (
         SELECT *, CASE WHEN first_reason IS NULL THEN
             row_number() OVER (PARTITION BY {SESSION_KEY}, first_reason IS NULL, seq_filled ORDER BY {SOURCE_ROW})
         END AS seq_rank FROM typed
-    ), judged AS (
-        SELECT *, coalesce(first_reason, CASE WHEN seq_rank > 1 THEN
-            'seq: duplicate value ' || CAST(seq_filled AS VARCHAR) || ', expected unique within the session'
-        END) AS {REJECT_REASON} FROM ranked
     )
-    SELECT {passthrough}{extras},
-        seq_filled AS seq,
-        CASE WHEN kind = 'action' THEN coalesce(success, true) ELSE success END AS success,
-        {SOURCE_ROW}, {SESSION_KEY}, {REJECT_REASON}
-    FROM judged ORDER BY {SESSION_KEY}, seq_filled, {SOURCE_ROW}
+    SELECT {_POSITION}, seq_filled, coalesce(first_reason, CASE WHEN seq_rank > 1 THEN
+            'seq: duplicate value ' || CAST(seq_filled AS VARCHAR) || ', expected unique within the session'
+        END) AS {REJECT_REASON}
+    FROM ranked ORDER BY {SESSION_KEY}, seq_filled, {SOURCE_ROW}
     """
     con = duckdb.connect()
-    con.register("batch", batch)
-    judged = con.sql(sql).to_arrow_table()
+    con.register("batch", batch.append_column(_POSITION, pa.array(np.arange(batch.num_rows, dtype=np.int64))))
+    verdict = con.sql(sql).to_arrow_table()
     con.close()
-    ordered = [*COLUMNS, *other, SOURCE_ROW, SESSION_KEY, REJECT_REASON]
-    judged = judged.select(ordered).cast(
-        pa.schema([*SCHEMA, *(judged.schema.field(c) for c in [*other, SOURCE_ROW, SESSION_KEY, REJECT_REASON])])
+    order = verdict.column(_POSITION).to_numpy()
+    if not np.array_equal(order, np.arange(batch.num_rows)):
+        batch = batch.take(order)
+    is_action = pc.fill_null(pc.equal(batch.column("kind"), "action"), False)
+    success = pc.if_else(
+        pc.and_(is_action, pc.is_null(batch.column("success"))), True, batch.column("success")
     )
+    columns = {name: batch.column(name) for name in [*COLUMNS, *other, SOURCE_ROW, SESSION_KEY]}
+    columns["seq"] = verdict.column("seq_filled")
+    columns["success"] = success
+    columns[REJECT_REASON] = verdict.column(REJECT_REASON)
+    schema = pa.schema([*SCHEMA, *(batch.schema.field(c) for c in [*other, SOURCE_ROW, SESSION_KEY]),
+                        pa.field(REJECT_REASON, pa.string())])
+    judged = pa.table(columns).cast(schema)
     bad = pc.is_valid(judged.column(REJECT_REASON))
+    if not pc.any(bad).as_py():
+        return ValidationResult(records=judged.drop_columns([REJECT_REASON]), rejected=judged.slice(0, 0))
     return ValidationResult(
         records=judged.filter(pc.invert(bad)).drop_columns([REJECT_REASON]),
         rejected=judged.filter(bad),

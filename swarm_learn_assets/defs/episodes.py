@@ -1,43 +1,41 @@
 """Stage 2: validated records → episodes of both learn models."""
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..core.layout import DataLayout
 from ..core.learn_models import WORKER_TASK
-from ..core.stages import build_session_episodes
 from .metadata import markdown_table, share
-from .partitions import SESSION_BACKFILL, sessions_partitions
-from .records import raw_records
-from .resources import SwarmData
+from .records import RAW_RECORDS
 
+EPISODES = dg.AssetKey("episodes")
+UNIQUE_IDS_CHECK = dg.AssetCheckSpec("episode_ids_unique", asset=EPISODES, blocking=True)
 
-class EpisodesConfig(dg.Config):
-    """Minimum actions per episode, as in the reference learn models."""
-
-    min_task_actions: int = 2
-    min_decision_actions: int = 3
-
-
-@dg.asset(
-    partitions_def=sessions_partitions,
-    backfill_policy=SESSION_BACKFILL,
-    deps=[raw_records],
+episodes_spec = dg.AssetSpec(
+    EPISODES,
+    deps=[RAW_RECORDS],
     group_name="sessions",
-    kinds={"parquet", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("episode_ids_unique", asset="episodes", blocking=True)],
+    kinds={"parquet"},
     description="Episodes cut by the worker_task and worker_decision_sequence learn models.",
 )
-def episodes(context: dg.AssetExecutionContext, config: EpisodesConfig, swarm_data: SwarmData) -> dg.MaterializeResult:
-    layout = swarm_data.layout
-    table = build_session_episodes(
-        layout, context.partition_keys, config.min_task_actions, config.min_decision_actions
-    )
+
+
+def task_outcomes(table: pa.Table) -> dict[str, int]:
+    """Worker-task episodes per outcome."""
+    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
+    return {o["values"]: o["counts"] for o in pc.value_counts(tasks.column("outcome")).to_pylist()}
+
+
+def episodes_result(layout: DataLayout, table: pa.Table) -> dg.MaterializeResult:
+    """Counts, outcome breakdown, success rate and a preview; the unique-id check blocks downstream."""
     ids = table.column("episode_id")
     duplicates = len(ids) - len(pc.unique(ids))
+    outcomes = task_outcomes(table)
     tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
-    outcomes = {o["values"]: o["counts"] for o in pc.value_counts(tasks.column("outcome")).to_pylist()}
     preview = tasks.slice(0, 10).to_pylist()
     return dg.MaterializeResult(
+        asset_key=EPISODES,
         metadata={
             "dagster/row_count": table.num_rows,
             "worker_task_outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
@@ -50,7 +48,8 @@ def episodes(context: dg.AssetExecutionContext, config: EpisodesConfig, swarm_da
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="episode_ids_unique", passed=duplicates == 0, metadata={"duplicates": duplicates}
+                asset_key=EPISODES, check_name=UNIQUE_IDS_CHECK.name, passed=duplicates == 0,
+                metadata={"duplicates": duplicates},
             )
         ],
     )

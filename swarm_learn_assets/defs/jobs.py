@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from .episodes import episodes
-from .records import raw_records
+from .episodes import EPISODES
+from .records import RAW_RECORDS
 from .scenario_model import scenario_model
-from .snapshots import session_snapshot
+from .snapshots import SESSION_SNAPSHOT
 
 process_sessions_job = dg.define_asset_job(
     "process_sessions",
-    selection=dg.AssetSelection.assets(raw_records, episodes, session_snapshot),
+    selection=dg.AssetSelection.assets(RAW_RECORDS, EPISODES, SESSION_SNAPSHOT),
     description="Validate landing files, cut episodes and compute session snapshots.",
 )
 

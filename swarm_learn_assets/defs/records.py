@@ -2,39 +2,30 @@
 
 import dagster as dg
 
-from ..core.stages import ingest_sessions
+from ..core.layout import DataLayout
+from ..core.stages import SessionIngest
 from .metadata import markdown_table, share
-from .partitions import SESSION_BACKFILL, sessions_partitions
-from .resources import SwarmData
 
+RAW_RECORDS = dg.AssetKey("raw_records")
+QUARANTINE_CHECK = dg.AssetCheckSpec("quarantine_share_below_threshold", asset=RAW_RECORDS)
 
-class RecordsConfig(dg.Config):
-    """A session whose rejected share is above this gets a WARN check result."""
-
-    max_quarantine_share: float = 0.05
-
-
-@dg.asset(
-    partitions_def=sessions_partitions,
-    backfill_policy=SESSION_BACKFILL,
+raw_records_spec = dg.AssetSpec(
+    RAW_RECORDS,
     group_name="sessions",
     kinds={"parquet", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("quarantine_share_below_threshold", asset="raw_records")],
     description="Landing records validated against the contract; bad rows quarantined with a reason.",
 )
-def raw_records(context: dg.AssetExecutionContext, config: RecordsConfig, swarm_data: SwarmData) -> dg.MaterializeResult:
-    layout = swarm_data.layout
-    keys = context.partition_keys
-    context.log.info(f"validating {len(keys)} landing file(s) under {layout.root}")
-    results = ingest_sessions(layout, keys)
+
+
+def raw_records_result(layout: DataLayout, results: list[SessionIngest], max_quarantine_share: float) -> dg.MaterializeResult:
+    """Row counts, rejected share and the worst sessions; WARN when a session's rejected share is too high."""
     records = sum(r.records for r in results)
     rejected = sum(r.rejected for r in results)
     unreadable = [r for r in results if r.error]
-    for r in unreadable:
-        context.log.warning(r.error)
-    over = [r for r in results if r.quarantine_share > config.max_quarantine_share]
+    over = [r for r in results if r.quarantine_share > max_quarantine_share]
     rows = [(r.key, r.records, r.rejected, r.error or "") for r in sorted(results, key=lambda r: -r.quarantine_share)]
     return dg.MaterializeResult(
+        asset_key=RAW_RECORDS,
         metadata={
             "dagster/row_count": records,
             "sessions": len(results),
@@ -46,11 +37,12 @@ def raw_records(context: dg.AssetExecutionContext, config: RecordsConfig, swarm_
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="quarantine_share_below_threshold",
+                asset_key=RAW_RECORDS,
+                check_name=QUARANTINE_CHECK.name,
                 passed=not over,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={
-                    "threshold": config.max_quarantine_share,
+                    "threshold": max_quarantine_share,
                     "sessions_over": len(over),
                     "worst": markdown_table(
                         ["session", "share", "error"],

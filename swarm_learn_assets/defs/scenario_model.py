@@ -8,7 +8,7 @@ from ..core.stages import build_model_for_scenario
 from .metadata import markdown_table, share
 from .partitions import scenarios_partitions
 from .resources import SwarmData
-from .snapshots import session_snapshot
+from .snapshots import SESSION_SNAPSHOT
 
 
 class ScenarioModelConfig(dg.Config):
@@ -22,7 +22,7 @@ class ScenarioModelConfig(dg.Config):
     partitions_def=scenarios_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     # Each scenario reads the snapshots of all its sessions; which ones is decided by the file layout.
-    deps=[dg.AssetDep(session_snapshot, partition_mapping=dg.AllPartitionMapping())],
+    deps=[dg.AssetDep(SESSION_SNAPSHOT, partition_mapping=dg.AllPartitionMapping())],
     group_name="scenarios",
     kinds={"json"},
     description="All sessions of a scenario merged, plus recommended paths, parameters and action order.",

@@ -1,41 +1,32 @@
 """Stage 3: episodes + records → one statistics snapshot per session."""
 
 import dagster as dg
-from ..core.snapshot import DEFAULT_NGRAM_ORDERS, check_ngram_orders
-from ..core.stages import build_session_snapshots, count_task_outcomes
-from .episodes import episodes
+
+from ..core.layout import DataLayout
+from ..core.snapshot import Snapshot
+from .episodes import EPISODES
 from .metadata import markdown_table
-from .partitions import SESSION_BACKFILL, sessions_partitions
-from .resources import SwarmData
 
+SESSION_SNAPSHOT = dg.AssetKey("session_snapshot")
+TOTALS_CHECK = dg.AssetCheckSpec("snapshot_totals_match_episodes", asset=SESSION_SNAPSHOT)
 
-class SnapshotConfig(dg.Config):
-    """N-gram orders to count (3 to 10); the engine itself only manages 3."""
-
-    ngram_orders: list[int] = list(DEFAULT_NGRAM_ORDERS)
-
-
-@dg.asset(
-    partitions_def=sessions_partitions,
-    backfill_policy=SESSION_BACKFILL,
-    deps=[episodes],
+session_snapshot_spec = dg.AssetSpec(
+    SESSION_SNAPSHOT,
+    deps=[EPISODES],
     group_name="sessions",
     kinds={"json", "duckdb"},
-    check_specs=[dg.AssetCheckSpec("snapshot_totals_match_episodes", asset="session_snapshot")],
     description="Per-session transitions, n-grams, action, contextual and strategy statistics.",
 )
-def session_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, swarm_data: SwarmData
+
+
+def session_snapshot_result(
+    layout: DataLayout, snapshots: dict[str, Snapshot], episode_outcomes: dict[str, int]
 ) -> dg.MaterializeResult:
-    layout = swarm_data.layout
-    keys = context.partition_keys
-    snapshots = build_session_snapshots(layout, keys, check_ngram_orders(config.ngram_orders))
+    """Totals and top n-grams; the check compares the snapshots' episode counts with the episodes'."""
     metas = [s["metadata"] for s in snapshots.values()]
     episodes_total = sum(m["total_episodes"] for m in metas)
     episodes_success = sum(m["success_episodes"] for m in metas)
-    on_disk = count_task_outcomes(layout, keys)
-    on_disk_total = on_disk.get("success", 0) + on_disk.get("failure", 0) + on_disk.get("timeout", 0)
-    on_disk_success = on_disk.get("success", 0)
+    judged = sum(episode_outcomes.get(o, 0) for o in ("success", "failure", "timeout"))
     grams: dict[tuple, list[int]] = {}
     for snap in snapshots.values():
         for g in snap["ngrams"]:
@@ -44,6 +35,7 @@ def session_snapshot(
             acc[1] += g["failure"]
     top = sorted(grams.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
     return dg.MaterializeResult(
+        asset_key=SESSION_SNAPSHOT,
         metadata={
             "dagster/row_count": len(snapshots),
             "total_episodes": episodes_total,
@@ -56,15 +48,15 @@ def session_snapshot(
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="snapshot_totals_match_episodes",
-                passed=(episodes_total, episodes_success) == (on_disk_total, on_disk_success),
+                asset_key=SESSION_SNAPSHOT,
+                check_name=TOTALS_CHECK.name,
+                passed=(episodes_total, episodes_success) == (judged, episode_outcomes.get("success", 0)),
                 metadata={
                     "snapshot_episodes": episodes_total,
-                    "episode_files": on_disk_total,
+                    "episode_files": judged,
                     "snapshot_successes": episodes_success,
-                    "episode_file_successes": on_disk_success,
+                    "episode_file_successes": episode_outcomes.get("success", 0),
                 },
             )
         ],
     )
-

@@ -73,3 +73,13 @@ def test_workspace_loads_the_definitions_module():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert __import__(module, fromlist=["defs"]).defs is not None
+
+
+def test_session_assets_share_one_subsettable_step():
+    """One pass per batch keeps records and episodes in memory; any one asset can still run alone."""
+    from swarm_learn_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    steps = {id(graph.get(dg.AssetKey(n)).assets_def) for n in ("raw_records", "episodes", "session_snapshot")}
+    assert len(steps) == 1
+    assert graph.get(dg.AssetKey("episodes")).assets_def.can_subset
