@@ -346,7 +346,7 @@ def run_baseline(layout: DataLayout, keys: Sequence[str], sample: Sequence[str],
                                         e.selection_logic())))
              for e in episodes]), mine.episodes(key)))
         snapshot = phase("snapshot_rowwise", lambda: snapshot_rowwise(records, episodes, scenario, session_id))
-        phase("write snapshot", lambda: write_json(snapshot, mine.snapshot(key), indent=None))
+        phase("write snapshot", lambda: write_json(snapshot, mine.snapshot(key)))
         by_scenario[scenario].append(snapshot)
         written = layout.snapshot(key)
         if written.is_file() and json.loads(written.read_text()) == snapshot:

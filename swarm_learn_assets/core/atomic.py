@@ -37,10 +37,10 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
     )
 
 
-def write_json(payload: Any, path: Path, indent: int | None = 2) -> Path:
-    """Write `payload` as sorted JSON atomically, so equal payloads give equal bytes. `indent=None`
-    writes one line with the C encoder, ~10× faster, for files machines read (snapshots)."""
-    text = json.dumps(payload, indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+def write_json(payload: Any, path: Path) -> Path:
+    """Write `payload` as sorted, compact JSON atomically, so equal payloads give equal bytes. Compact
+    because Python's C encoder only handles unindented output: ~10× faster (`jq .` indents it)."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False) + "\n"
     return write_text(text, path)
 
 

@@ -78,12 +78,16 @@ def merge_snapshots(snapshots: Sequence[Snapshot], strategy: MergeStrategy = Mer
         key_fields = _KEYS[section]
         acc: dict[tuple, dict] = {}
         for snap, weight in zip(snapshots, weights):
+            unweighted = weight == 1.0  # the additive case: integer counts stay as they are
             for entry in snap[section]:
                 key = tuple(tuple(entry[k]) if isinstance(entry[k], list) else entry[k] for k in key_fields)
-                target = acc.setdefault(key, {k: entry[k] for k in key_fields})
+                target = acc.get(key)
+                if target is None:
+                    target = acc[key] = {k: entry[k] for k in key_fields}
                 for name, value in entry.items():
                     if name not in key_fields:
-                        target[name] = target.get(name, 0) + round_half_away(value * weight)
+                        add = value if unweighted and type(value) is int else round_half_away(value * weight)
+                        target[name] = target.get(name, 0) + add
         merged[section] = [acc[k] for k in sorted(acc)]
     for name in _METADATA_COUNTS:
         merged["metadata"][name] = sum(s["metadata"][name] for s in snapshots)

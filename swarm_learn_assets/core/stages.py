@@ -8,11 +8,11 @@ replace what a previous run wrote, so running a stage twice gives the same files
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -25,13 +25,12 @@ from .layout import DataLayout
 from .learn_models import WORKER_TASK
 from .merge import MergeStrategy
 from .names import split_session_key
-from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model
+from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model, latest_sessions
 from .schema import COLUMNS, REJECT_REASON, SOURCE_ROW
 from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
 from .validation import SESSION_KEY, LandingFileError, NormalisedSession, normalise, read_landing, validate
 
-T = TypeVar("T")
-R = TypeVar("R")
+Write = Callable[[], object]  # one file written (or removed), run in the background
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,6 @@ def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
         yield keys[start : start + CHUNK_SESSIONS]
 
 
-def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    with ThreadPoolExecutor(IO_THREADS) as pool:
-        return list(pool.map(fn, items))
-
-
 def _remove(*paths: Path) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
@@ -131,23 +125,42 @@ def process_sessions(
     if unknown:
         raise ValueError(f"unknown step(s) {sorted(unknown)}; expected some of {list(STEPS)}")
     batch = SessionBatch()
-    for chunk in _chunks(keys):
-        records = None
-        if RECORDS in steps:
-            ingest, records = _ingest_chunk(layout, chunk)
-            batch.ingest.extend(ingest)
-        if EPISODES not in steps and SNAPSHOTS not in steps:
-            continue
-        if records is None:
-            records = read_records(layout, chunk)
-        if EPISODES in steps:
-            episodes = _episodes_chunk(layout, chunk, records, settings)
-            batch.episodes.append(episodes)
-        else:
-            episodes = _read_episodes(layout, chunk)
-        if SNAPSHOTS in steps:
-            batch.snapshots.update(_snapshots_chunk(layout, chunk, records, episodes, settings))
+    # A chunk's files are written in the background while the next chunk is computed; at most one
+    # chunk's writes are pending, so memory stays bounded.
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        pending: list[Future] = []
+        for chunk in _chunks(keys):
+            writes: list[Write] = []
+            records = None
+            if RECORDS in steps:
+                ingest, records, jobs = _ingest_chunk(layout, chunk, pool)
+                batch.ingest.extend(ingest)
+                writes += jobs
+                with_records = {r.key for r in ingest if r.error is None}
+            if EPISODES in steps or SNAPSHOTS in steps:
+                if records is None:
+                    records = read_records(layout, chunk)
+                    with_records = set(_existing(layout.records, chunk))
+                if EPISODES in steps:
+                    episodes, jobs = _episodes_chunk(layout, chunk, records, with_records, settings)
+                    batch.episodes.append(episodes)
+                    writes += jobs
+                else:
+                    episodes = _read_episodes(layout, chunk)
+                if SNAPSHOTS in steps:
+                    snapshots, jobs = _snapshots_chunk(layout, chunk, records, episodes, settings)
+                    batch.snapshots.update(snapshots)
+                    writes += jobs
+            _finish(pending)
+            pending = [pool.submit(write) for write in writes]
+        _finish(pending)
     return batch
+
+
+def _finish(futures: list[Future]) -> None:
+    """Wait for background writes; the first that failed raises here."""
+    for future in futures:
+        future.result()
 
 
 def ingest_sessions(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest]:
@@ -180,45 +193,58 @@ def _read_normalised(layout: DataLayout, key: str) -> NormalisedSession | Landin
         return exc
 
 
-def _ingest_chunk(layout: DataLayout, keys: Sequence[str]) -> tuple[list[SessionIngest], pa.Table]:
+def _ingest_chunk(
+    layout: DataLayout, keys: Sequence[str], pool: ThreadPoolExecutor
+) -> tuple[list[SessionIngest], pa.Table, list[Write]]:
+    """Validate a chunk of landing files: results, the valid records in memory, and the file writes."""
     outcome: dict[str, SessionIngest] = {}
+    writes: list[Write] = []
     normalised = []
-    for key, session in zip(keys, _parallel(lambda k: _read_normalised(layout, k), keys)):
+    for key, session in zip(keys, pool.map(lambda k: _read_normalised(layout, k), keys)):
         if isinstance(session, LandingFileError):
-            write_json({"file": session.path, "error": session.problem, "session": key}, layout.error(key))
-            _remove(layout.records(key), layout.quarantine(key))
+            error = {"file": session.path, "error": session.problem, "session": key}
+            writes.append(partial(_replace_with_error, layout, key, error))
             outcome[key] = SessionIngest(key, 0, 0, str(session))
         else:
             normalised.append(session)
     result = validate(normalised)
     good = dict(split_by_session(result.records))
     bad = dict(split_by_session(result.rejected))
-
-    def write(session: NormalisedSession) -> SessionIngest:
+    for session in normalised:
         key = session.session_key
         keep = [*COLUMNS, *session.extra_columns, SOURCE_ROW]
         records = good.get(key)
         records = records.select(keep) if records is not None else session.table.slice(0, 0).select(keep)
-        write_parquet(records, layout.records(key))
         rejected = bad.get(key)
         if rejected is not None:
             rejected = rejected.select([*keep, REJECT_REASON])
             rejected = rejected.append_column(
                 "source_file", pa.repeat(pa.scalar(session.source, pa.string()), rejected.num_rows)
             )
-            write_parquet(rejected, layout.quarantine(key))
-        else:
-            _remove(layout.quarantine(key))
-        _remove(layout.error(key))
-        return SessionIngest(key, records.num_rows, 0 if rejected is None else rejected.num_rows)
-
-    outcome.update((r.key, r) for r in _parallel(write, normalised))
+        writes.append(partial(_write_session_records, layout, key, records, rejected))
+        outcome[key] = SessionIngest(key, records.num_rows, 0 if rejected is None else rejected.num_rows)
     stats_columns = [SESSION_KEY, *RECORD_COLUMNS_FOR_STATS]
-    return [outcome[k] for k in keys], result.records.select(stats_columns)
+    # One contiguous chunk per column: the sorts and takes downstream are much faster on it.
+    return [outcome[k] for k in keys], result.records.select(stats_columns).combine_chunks(), writes
 
 
-def _read_session_files(paths: dict[str, Path], columns: Sequence[str]) -> pa.Table:
-    """Read the given columns of many per-session parquet files in one parallel DuckDB scan."""
+def _replace_with_error(layout: DataLayout, key: str, error: dict) -> None:
+    write_json(error, layout.error(key))
+    _remove(layout.records(key), layout.quarantine(key))
+
+
+def _write_session_records(layout: DataLayout, key: str, records: pa.Table, rejected: pa.Table | None) -> None:
+    write_parquet(records, layout.records(key))
+    if rejected is not None:
+        write_parquet(rejected, layout.quarantine(key))
+    else:
+        _remove(layout.quarantine(key))
+    _remove(layout.error(key))
+
+
+def _read_session_files(paths: dict[str, Path], columns: Sequence[str], where: str = "") -> pa.Table:
+    """Read the given columns of many per-session parquet files in one parallel DuckDB scan,
+    optionally only the rows matching a (constant) SQL condition."""
     con = duckdb.connect()
     mapping = pa.table({"file": [str(p) for p in paths.values()], SESSION_KEY: list(paths)})
     con.register("mapping", mapping)
@@ -226,7 +252,7 @@ def _read_session_files(paths: dict[str, Path], columns: Sequence[str]) -> pa.Ta
     files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths.values()) + "]"
     table = con.sql(
         f"SELECT m.{SESSION_KEY}, {cols} FROM read_parquet({files}, filename = true, union_by_name = true) d "
-        f"JOIN mapping m ON d.filename = m.file"
+        f"JOIN mapping m ON d.filename = m.file {'WHERE ' + where if where else ''}"
     ).to_arrow_table()
     con.close()
     return table
@@ -260,37 +286,34 @@ def _read_episodes(layout: DataLayout, keys: Sequence[str]) -> pa.Table:
     return _read_session_files(paths, EPISODE_SCHEMA.names).drop_columns([SESSION_KEY]).cast(EPISODE_SCHEMA)
 
 
-def _episodes_chunk(layout: DataLayout, keys: Sequence[str], records: pa.Table, settings: SessionSettings) -> pa.Table:
+def _episodes_chunk(
+    layout: DataLayout, keys: Sequence[str], records: pa.Table, with_records: set[str], settings: SessionSettings
+) -> tuple[pa.Table, list[Write]]:
+    """Episodes of a chunk and their file writes; a session without a records file gets none."""
     episodes = build_episode_table(records, settings.min_task_actions, settings.min_decision_actions)
     sessions = pc.binary_join_element_wise(episodes.column("scenario"), episodes.column("session_id"), ".")
     by_session = dict(split_by_session(episodes.append_column(SESSION_KEY, sessions)))
-    with_records = set(pc.unique(records.column(SESSION_KEY)).to_pylist())
-
-    def write(key: str) -> None:
-        if key not in with_records and not layout.records(key).is_file():
-            _remove(layout.episodes(key))
-            return
+    writes: list[Write] = []
+    for key in keys:
+        if key not in with_records:
+            writes.append(partial(_remove, layout.episodes(key)))
+            continue
         table = by_session.get(key)
         table = table.drop_columns([SESSION_KEY]) if table is not None else EPISODE_SCHEMA.empty_table()
-        write_parquet(table, layout.episodes(key))
-
-    _parallel(write, keys)
-    return episodes
+        writes.append(partial(write_parquet, table, layout.episodes(key)))
+    return episodes, writes
 
 
 def _snapshots_chunk(
     layout: DataLayout, keys: Sequence[str], records: pa.Table, episodes: pa.Table, settings: SessionSettings
-) -> dict[str, Snapshot]:
+) -> tuple[dict[str, Snapshot], list[Write]]:
     snapshots = build_snapshots(records, episodes, settings.ngram_orders)
-
-    def write(key: str) -> None:
-        if key in snapshots:
-            write_json(snapshots[key], layout.snapshot(key), indent=None)
-        else:
-            _remove(layout.snapshot(key))
-
-    _parallel(write, keys)
-    return snapshots
+    writes: list[Write] = [
+        partial(write_json, snapshots[key], layout.snapshot(key)) if key in snapshots
+        else partial(_remove, layout.snapshot(key))
+        for key in keys
+    ]
+    return snapshots, writes
 
 
 def count_task_outcomes(layout: DataLayout, keys: Sequence[str]) -> dict[str, int]:
@@ -313,18 +336,14 @@ def _dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, 
     paths = _existing(layout.records, [f"{scenario}.{s}" for s in created_at])
     if not paths:
         return {}
-    table = _read_session_files(paths, ["kind", "seq", "discover_order", "not_discover_order"])
-    con = duckdb.connect()
-    con.register("records", table)
-    rows = con.sql(
-        f"""SELECT {SESSION_KEY}, arg_max(discover_order, seq), arg_max(not_discover_order, seq)
-            FROM records WHERE kind = 'dependency_graph' GROUP BY {SESSION_KEY}"""
-    ).fetchall()
-    con.close()
-    orders = {}
-    for key, discover, not_discover in rows:
+    table = _read_session_files(paths, ["seq", "discover_order", "not_discover_order"], "d.kind = 'dependency_graph'")
+    newest_first = table.take(pc.sort_indices(table, [(SESSION_KEY, "ascending"), ("seq", "descending")]))
+    orders: dict[str, DependencyOrder] = {}
+    for key, discover, not_discover in zip(*(newest_first.column(c).to_pylist() for c in
+                                             (SESSION_KEY, "discover_order", "not_discover_order"))):
         session_id = split_session_key(key)[1]
-        orders[session_id] = DependencyOrder(created_at[session_id], list(discover or []), list(not_discover or []))
+        if session_id not in orders:  # a session's first row here is its last inference
+            orders[session_id] = DependencyOrder(created_at[session_id], list(discover or []), list(not_discover or []))
     return orders
 
 
@@ -336,7 +355,9 @@ def build_model_for_scenario(
 ) -> dict:
     """snapshots/<scenario>/* → models/<scenario>/scenario_model.json, recomputed from scratch."""
     snapshots = load_snapshots(layout, scenario)
-    created_at = {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in snapshots}
+    # Only the sessions the offline analysis looks at need their dependency graphs read.
+    recent = latest_sessions(snapshots, max_sessions)
+    created_at = {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in recent}
     orders = _dependency_orders(layout, scenario, created_at)
     model = build_scenario_model(scenario, snapshots, strategy, max_sessions, orders)
     write_json(model, layout.scenario_model(scenario))
