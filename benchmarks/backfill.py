@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ from swarm_learn_assets.core.schema import (
     SCHEMA,
 )
 from swarm_learn_assets.core.snapshot import Snapshot, snapshot_rowwise
-from swarm_learn_assets.core.stages import build_model_for_scenario, process_sessions
+from swarm_learn_assets.core.stages import IO_THREADS, build_model_for_scenario, process_sessions
 from swarm_learn_assets.simulate import simulate
 
 # Everything the pipeline writes under the data root; removed before each timed run so that every
@@ -165,6 +166,7 @@ class FloorResult:
     seconds: float
     rows: int
     columns: list[str]
+    io_only_seconds: float = 0.0
 
 
 def floor_columns(path: Path) -> list[str]:
@@ -182,6 +184,28 @@ def run_floor(paths: Sequence[Path], columns: Sequence[str]) -> FloorResult:
     sql = f"SELECT {cols} FROM read_parquet({files}, union_by_name = true)"
     table, seconds = timed(lambda: duckdb.sql(sql).to_arrow_table())
     return FloorResult(seconds, table.num_rows, list(columns))
+
+
+def run_io_only(layout: DataLayout, keys: Sequence[str], out: Path) -> float:
+    """What the per-session file layout costs with no rules at all: read every landing file and write
+    a records file, an episodes file and a snapshot file per session, of the sizes the core wrote,
+    with the same writers and threads. Not a target; it shows how much of the core is file I/O."""
+    episodes = {k: pq.read_table(layout.episodes(k)) for k in keys if layout.episodes(k).is_file()}
+    snapshots = {k: json.loads(layout.snapshot(k).read_text()) for k in keys if layout.snapshot(k).is_file()}
+    mine = DataLayout(out)
+
+    def one(key: str) -> None:
+        write_parquet(pq.ParquetFile(layout.landing(key)).read(use_threads=False), mine.records(key))
+        if key in episodes:
+            write_parquet(episodes[key], mine.episodes(key))
+        if key in snapshots:
+            write_json(snapshots[key], mine.snapshot(key))
+
+    def run() -> None:
+        with ThreadPoolExecutor(IO_THREADS) as pool:
+            list(pool.map(one, keys))
+
+    return timed(run)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,6 +525,8 @@ def print_report(r: dict[str, Any]) -> None:
         "FLOOR  duckdb read_parquet -> arrow, all landing files, one scan",
         f"  {len(floor['columns'])} contract columns, {floor['rows']:,} rows   {floor['seconds']:8.2f} s   "
         f"{fmt_rate(floor['rows'], floor['seconds'])}",
+        f"  I/O only: read landing, write records/episodes/snapshot files, no rules"
+        f"   {floor['io_only_seconds']:8.2f} s   = {floor['io_only_seconds'] / floor['seconds']:.2f}x floor",
         "",
         f"CORE   stage functions over all {core['sessions']:,} sessions, no Dagster",
     ]
@@ -610,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("floor (duckdb read) ...", file=sys.stderr, flush=True)
         floor = run_floor(paths, floor_columns(paths[0]))
+        floor.io_only_seconds = run_io_only(layout, keys, aside / "io-only")
 
         print(f"per-row baseline on {min(args.baseline_sessions, len(keys))} session(s) ...", file=sys.stderr, flush=True)
         baseline = run_baseline(layout, keys, sample_keys(keys, max(1, args.baseline_sessions)), aside / "baseline")
