@@ -1,0 +1,1 @@
+"""Training half: base model, LoRA training, evaluation, adapter registry and applicators."""
