@@ -3,14 +3,21 @@
 import dagster as dg
 
 from .defs.discovery import discover_sessions
-from .defs.jobs import process_sessions_job, scenario_model_job
-from .defs.resources import SwarmData
+from .defs.datasets import sft_dataset
+from .defs.jobs import process_sessions_job, scenario_model_job, train_adapter_job
+from .defs.resources import AdapterServing, BaseModel, SwarmData
 from .defs.scenario_model import scenario_model
 from .defs.sessions import session_assets
+from .defs.training import applied_adapter, lora_adapter
 
 defs = dg.Definitions(
-    assets=[session_assets, scenario_model],
-    jobs=[process_sessions_job, scenario_model_job],
+    assets=[session_assets, scenario_model, sft_dataset, lora_adapter, applied_adapter],
+    jobs=[process_sessions_job, scenario_model_job, train_adapter_job],
     sensors=[discover_sessions],
-    resources={"swarm_data": SwarmData()},
+    resources={
+        "swarm_data": SwarmData(),
+        "base_model": BaseModel(),
+        "adapter_serving": AdapterServing(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    },
 )

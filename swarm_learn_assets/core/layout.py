@@ -59,6 +59,17 @@ class DataLayout:
     def snapshot_dir(self, scenario: str) -> Path:
         return self.root / "snapshots" / validate_name("scenario", scenario)
 
+    def episodes_dir(self, scenario: str) -> Path:
+        return self.root / "episodes" / validate_name("scenario", scenario)
+
+    def dataset_dir(self, scenario: str) -> Path:
+        """`datasets/<scenario>/` holding `sft/`, `dpo/` and `manifest.json`."""
+        return self.root / "datasets" / validate_name("scenario", scenario)
+
+    @property
+    def adapters_root(self) -> Path:
+        return self.root / "adapters"
+
     def scan_landing(self) -> tuple[list[LandingFile], list[str]]:
         """Landing files with valid names (sorted), and one message per file whose name is refused."""
         found: list[LandingFile] = []

@@ -18,3 +18,9 @@ scenario_model_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(scenario_model),
     description="Merge a scenario's session snapshots into its scenario model.",
 )
+
+train_adapter_job = dg.define_asset_job(
+    "train_adapter",
+    selection=dg.AssetSelection.assets("sft_dataset", "lora_adapter", "applied_adapter"),
+    description="Build a scenario's datasets, train and evaluate an adapter, apply it if it is better.",
+)

@@ -15,6 +15,9 @@ EXPECTED_GRAPH = {
         "partitions": "sessions", "deps": ["episodes"], "checks": ["snapshot_totals_match_episodes"],
     },
     "scenario_model": {"partitions": "scenarios", "deps": ["session_snapshot"], "checks": []},
+    "sft_dataset": {"partitions": "scenarios", "deps": ["episodes"], "checks": ["chat_format_valid", "enough_training_rows"]},
+    "lora_adapter": {"partitions": "scenarios", "deps": ["sft_dataset"], "checks": ["adapter_beats_applied_and_base"]},
+    "applied_adapter": {"partitions": "scenarios", "deps": ["lora_adapter"], "checks": []},
 }
 
 
@@ -36,7 +39,7 @@ def test_asset_graph_snapshot():
 
     assert _graph(defs) == EXPECTED_GRAPH
     assert sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")) == [
-        "build_scenario_model", "process_sessions",
+        "build_scenario_model", "process_sessions", "train_adapter",
     ]
     assert [s.name for s in defs.sensors] == ["discover_sessions"]
 
@@ -83,3 +86,10 @@ def test_session_assets_share_one_subsettable_step():
     steps = {id(graph.get(dg.AssetKey(n)).assets_def) for n in ("raw_records", "episodes", "session_snapshot")}
     assert len(steps) == 1
     assert graph.get(dg.AssetKey("episodes")).assets_def.can_subset
+
+
+def test_training_runs_in_the_training_pool():
+    from swarm_learn_assets.definitions import defs
+
+    node = defs.resolve_asset_graph().get(dg.AssetKey("lora_adapter"))
+    assert node.pools == {"training"}

@@ -1,0 +1,89 @@
+"""Stage 5: a scenario's episodes → SFT and DPO datasets (Hugging Face `datasets`, train/eval)."""
+
+
+import statistics
+
+import dagster as dg
+
+from ..core.datasets import EVAL, TRAIN, DatasetConfig, chat_format_problems
+from ..training.dataset_store import build_scenario_datasets
+from .episodes import EPISODES
+from .metadata import markdown_table
+from .partitions import scenarios_partitions
+from .resources import BaseModel, SwarmData
+
+SFT_DATASET = dg.AssetKey("sft_dataset")
+CHAT_FORMAT_CHECK = dg.AssetCheckSpec("chat_format_valid", asset=SFT_DATASET, blocking=True)
+ENOUGH_ROWS_CHECK = dg.AssetCheckSpec("enough_training_rows", asset=SFT_DATASET)
+
+
+class DatasetBuildConfig(dg.Config):
+    """Share of sessions held out for evaluation (by a hash of the session id), and the fewest SFT
+    training rows worth training an adapter on (fewer: the adapter is skipped, not failed)."""
+
+    eval_fraction: float = 0.2
+    min_train_rows: int = 20
+
+
+def token_lengths(tokenizer, rows: list[dict]) -> list[int]:
+    return [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) for r in rows]
+
+
+@dg.asset(
+    partitions_def=scenarios_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    deps=[dg.AssetDep(EPISODES, partition_mapping=dg.AllPartitionMapping())],
+    group_name="training",
+    kinds={"huggingface", "parquet"},
+    check_specs=[CHAT_FORMAT_CHECK, ENOUGH_ROWS_CHECK],
+    description="SFT rows (reference TrainingData + chat messages) and DPO pairs, split by session.",
+)
+def sft_dataset(context: dg.AssetExecutionContext, config: DatasetBuildConfig, swarm_data: SwarmData,
+                base_model: BaseModel) -> dg.MaterializeResult:
+    from transformers import AutoTokenizer
+
+    layout = swarm_data.layout
+    tokenizer = AutoTokenizer.from_pretrained(base_model.resolve().path)
+    scenario = context.partition_key
+    built = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=config.eval_fraction),
+                                    config.min_train_rows)
+    sft, dpo = built.rows.sft, built.rows.dpo
+    lengths = token_lengths(tokenizer, sft[TRAIN] + sft[EVAL])
+    problems = chat_format_problems(sft[TRAIN] + sft[EVAL])
+    train_rows = len(sft[TRAIN])
+    preview = [(r["learn_model"], r["prompt"].replace("\n", " ")[:80], r["chosen"][:80]) for r in sft[TRAIN][:5]]
+    return dg.MaterializeResult(
+        asset_key=SFT_DATASET,
+        metadata={
+            "dagster/row_count": train_rows + len(sft[EVAL]),
+            "sft_train_rows": train_rows,
+            "sft_eval_rows": len(sft[EVAL]),
+            "dpo_train_rows": len(dpo[TRAIN]),
+            "dpo_eval_rows": len(dpo[EVAL]),
+            "duplicates_removed": dg.MetadataValue.json(built.rows.duplicates),
+            "eval_sessions": dg.MetadataValue.json(built.rows.eval_sessions),
+            "token_lengths": dg.MetadataValue.json(_distribution(lengths)),
+            "preview": markdown_table(["learn model", "prompt", "chosen"], preview),
+            "dataset_path": dg.MetadataValue.path(str(built.path)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key=SFT_DATASET, check_name=CHAT_FORMAT_CHECK.name, passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"problems": len(problems), "first": "\n".join(problems[:5]) or "none"},
+            ),
+            dg.AssetCheckResult(
+                asset_key=SFT_DATASET, check_name=ENOUGH_ROWS_CHECK.name,
+                passed=train_rows >= config.min_train_rows, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"train_rows": train_rows, "min_train_rows": config.min_train_rows},
+            ),
+        ],
+    )
+
+
+def _distribution(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {"rows": 0}
+    ordered = sorted(lengths)
+    return {"rows": len(ordered), "min": ordered[0], "median": statistics.median(ordered),
+            "p90": ordered[int(0.9 * (len(ordered) - 1))], "max": ordered[-1]}

@@ -1,0 +1,94 @@
+"""A scenario's SFT and DPO datasets on disk, as Hugging Face `datasets` (`datasets/<scenario>/`).
+
+`sft/` and `dpo/` are `DatasetDict`s with `train` and `eval` splits (rows carry the reference
+`TrainingData` fields, `session_id`, and for SFT the chat `messages`); `manifest.json` records row
+counts, a content hash per split (the adapter's lineage), duplicates dropped and the sessions of
+each split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..core.atomic import write_json
+from ..core.datasets import EVAL, TRAIN, DatasetConfig, TrainingRows, build_training_rows
+from ..core.layout import DataLayout
+
+SFT, DPO = "sft", "dpo"
+
+
+def _features(with_messages: bool) -> Any:
+    from datasets import Features, Value
+
+    text = Value("string")
+    fields = {"system": text, "prompt": text, "chosen": text, "rejected": text, "format": text,
+              "episode_id": text, "outcome_score": Value("float64"), "learn_model": text, "session_id": text}
+    if with_messages:
+        fields["messages"] = [{"role": text, "content": text}]
+    return Features(fields)
+
+
+def split_hash(rows: list[dict[str, Any]]) -> str:
+    """sha256 of a split's rows in order: equal rows, equal hash, whatever wrote them."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Move a finished folder into place; the old one is removed only after the new one is there."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    source.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class ScenarioDatasets:
+    rows: TrainingRows
+    manifest: dict[str, Any]
+    path: Path
+
+
+def read_scenario_episodes(layout: DataLayout, scenario: str) -> list[dict[str, Any]]:
+    """Every episode of the scenario, sessions in name order."""
+    directory = layout.episodes_dir(scenario)
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+def build_scenario_datasets(
+    layout: DataLayout, scenario: str, config: DatasetConfig = DatasetConfig(), min_train_rows: int = 1
+) -> ScenarioDatasets:
+    """episodes/<scenario>/* → datasets/<scenario>/{sft,dpo}/ + manifest.json, replaced as a whole.
+    The manifest says whether there are enough SFT training rows to train on (`trainable`)."""
+    from datasets import Dataset, DatasetDict
+
+    rows = build_training_rows(read_scenario_episodes(layout, scenario), config)
+    target = layout.dataset_dir(scenario)
+    target.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"scenario": scenario, "eval_fraction": config.eval_fraction,
+                                "eval_sessions": rows.eval_sessions, "train_sessions": rows.train_sessions,
+                                "duplicates_removed": rows.duplicates, "min_train_rows": min_train_rows,
+                                "trainable": len(rows.sft[TRAIN]) >= min_train_rows}
+    for name, table in ((SFT, rows.sft), (DPO, rows.dpo)):
+        features = _features(with_messages=name == SFT)
+        splits = DatasetDict({part: Dataset.from_list(table[part], features=features) for part in (TRAIN, EVAL)})
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target))
+        splits.save_to_disk(str(tmp))
+        _replace_dir(tmp, target / name)
+        manifest[name] = {part: {"rows": len(table[part]), "sha256": split_hash(table[part])} for part in (TRAIN, EVAL)}
+    write_json(manifest, target / "manifest.json")
+    return ScenarioDatasets(rows, manifest, target)

@@ -1,0 +1,273 @@
+"""LoRA training of the decision LLM on SFT rows, and greedy exact-match evaluation.
+
+Plain PyTorch + PEFT, written for the hardware at hand: batches of similar length (little padding),
+loss on the assistant tokens only, bf16 autocast where the CPU (or GPU) supports it, all cores used.
+The same code runs on a GPU when one is there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.datasets import response_actions
+
+# Attention and MLP projections of Llama-family models. Never embeddings or lm_head: adapters on
+# them cannot be converted to GGUF for llama.cpp.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FORBIDDEN_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe")
+IGNORE = -100
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or went wrong, said in one line."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The reference LoraTrainerConfig's hyperparameters (with the suggested port defaults)."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    epochs: int = 3
+    batch_size: int = 4
+    gradient_accumulation: int = 4
+    learning_rate: float = 2e-4
+    max_seq_length: int = 2048
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.target_modules if any(f in m for f in FORBIDDEN_TARGETS)]
+        if bad:
+            raise TrainingError(f"target_modules {bad}: embeddings and lm_head cannot be LoRA targets "
+                                "(their adapters break GGUF conversion for llama.cpp)")
+        for name in ("rank", "epochs", "batch_size", "gradient_accumulation", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name}: expected >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainingResult:
+    steps: list[dict[str, float]] = field(default_factory=list)  # per optimizer step: step, epoch, loss, lr
+    train_rows: int = 0
+    tokens: int = 0  # tokens seen (padding excluded), all epochs
+    seconds: float = 0.0
+    autocast: str = "none"
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.steps[-1]["loss"] if self.steps else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second, "final_loss": self.final_loss}
+
+
+def _ids(encoded: Any) -> list[int]:
+    """`apply_chat_template(tokenize=True)` returns a list or a mapping, by transformers version."""
+    if isinstance(encoded, dict) or hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def encode_example(tokenizer: Any, messages: Sequence[dict[str, str]], max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids of the whole chat and labels that keep only the assistant's reply (and its end)."""
+    prompt = _ids(tokenizer.apply_chat_template(list(messages[:-1]), add_generation_prompt=True, tokenize=True))
+    full = _ids(tokenizer.apply_chat_template(list(messages), tokenize=True))
+    if full[: len(prompt)] != prompt:
+        raise TrainingError("the chat template does not render the prompt as a prefix of the whole chat")
+    labels = [IGNORE] * len(prompt) + full[len(prompt):]
+    return full[:max_len], labels[:max_len]
+
+
+def autocast_dtype(device: str) -> Any:
+    """bf16 where the hardware does it natively, else None (emulated bf16 is slower than fp32)."""
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    checks = [getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None)]
+    return torch.bfloat16 if any(c is not None and c() for c in checks) else None
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of examples of similar length, in random order: little padding, still shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(batch: list[list[int]], value: int, left: bool = False) -> list[list[int]]:
+    width = max(len(x) for x in batch)
+    return [([value] * (width - len(x)) + x) if left else (x + [value] * (width - len(x))) for x in batch]
+
+
+def train_lora(
+    model_dir: Path,
+    model_id: str,
+    rows: Sequence[dict[str, Any]],
+    settings: LoraSettings,
+    output_dir: Path,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Train a LoRA adapter on SFT rows (`messages`) and save it (PEFT files) to `output_dir`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, torch_dtype=torch.float32)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [m for m in settings.target_modules if m in present]
+    if not targets:
+        raise TrainingError(f"none of target_modules {list(settings.target_modules)} exist in {model_id}")
+    model = get_peft_model(model, LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                                             target_modules=targets, task_type="CAUSAL_LM"))
+    model.to(device)
+    examples = [encode_example(tokenizer, r["messages"], settings.max_seq_length) for r in rows]
+    if not examples:
+        raise TrainingError("no training rows")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rng = random.Random(settings.seed)
+    per_epoch = math.ceil(len(examples) / settings.batch_size)
+    total_steps = max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, total_steps // 10)) * max(0.0, 1 - s / total_steps)
+    )
+    amp = autocast_dtype(device)
+    result = TrainingResult(train_rows=len(examples), autocast=str(amp).replace("torch.", "") if amp else "none")
+    model.train()
+    start, step, micro, window_loss, window_tokens = time.perf_counter(), 0, 0, 0.0, 0
+    for epoch in range(settings.epochs):
+        for batch_ids in length_grouped_batches([len(e[0]) for e in examples], settings.batch_size, rng):
+            ids = torch.tensor(_pad([examples[i][0] for i in batch_ids], pad), device=device)
+            labels = torch.tensor(_pad([examples[i][1] for i in batch_ids], IGNORE), device=device)
+            mask = torch.tensor(_pad([[1] * len(examples[i][0]) for i in batch_ids], 0), device=device)
+            with torch.autocast(device, dtype=amp, enabled=amp is not None):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            (loss / settings.gradient_accumulation).backward()
+            window_loss += loss.item()
+            result.tokens += int(mask.sum())
+            micro += 1
+            if micro % settings.gradient_accumulation == 0 or micro == per_epoch * settings.epochs:
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                loss_value = window_loss / (micro - window_tokens)
+                window_tokens, window_loss = micro, 0.0
+                result.steps.append({"step": step, "epoch": epoch + 1, "loss": round(loss_value, 6),
+                                     "lr": scheduler.get_last_lr()[0]})
+                if step == 1 or step % max(1, total_steps // 20) == 0 or step == total_steps:
+                    done = int(20 * step / total_steps)
+                    log(f"[{'#' * done}{'.' * (20 - done)}] step {step}/{total_steps} epoch {epoch + 1} "
+                        f"loss {loss_value:.4f} {result.tokens / (time.perf_counter() - start):.0f} tok/s")
+    result.seconds = time.perf_counter() - start
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    _set_base_model_name(output_dir / "adapter_config.json", model_id)
+    return result
+
+
+def _set_base_model_name(config_file: Path, model_id: str) -> None:
+    """PEFT leaves `base_model_name_or_path` empty or a temp path for some bases: write the real one."""
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = model_id
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+_AVAILABLE = re.compile(r"Available actions: (.*)")
+
+
+def _allowed_actions(prompt: str) -> set[str] | None:
+    match = _AVAILABLE.search(prompt)
+    return None if match is None else {a.strip() for a in match.group(1).split(",")}
+
+
+def score_responses(rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> dict[str, float]:
+    """Exact match of the generated action sequence with the reference, and the share of responses
+    that are a valid action list (parseable, only actions the prompt offered)."""
+    exact = valid = 0
+    for row, text in zip(rows, responses):
+        generated = response_actions(text)
+        if generated is None:
+            continue
+        allowed = _allowed_actions(row["prompt"])
+        if allowed is None or set(generated) <= allowed:
+            valid += 1
+        exact += generated == response_actions(row["chosen"])
+    n = len(rows)
+    return {"exact_match": exact / n if n else 0.0, "valid_sequence": valid / n if n else 0.0}
+
+
+def generate(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy answers to the rows' prompts (system + user turns), batched with left padding."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stop = stop if isinstance(stop, int) and stop >= 0 else tokenizer.eos_token_id
+    prompts = [_ids(tokenizer.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, tokenize=True))
+               for r in rows]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids = torch.tensor(_pad([prompts[i] for i in chunk], pad, left=True), device=device)
+            mask = torch.tensor(_pad([[1] * len(prompts[i]) for i in chunk], 0, left=True), device=device)
+            generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                       do_sample=False, pad_token_id=pad, eos_token_id=stop)
+            for i, seq in zip(chunk, generated[:, ids.shape[1]:]):
+                out[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
+    return out
+
+
+def evaluate_adapter(
+    model_dir: Path, adapter_dir: Path, rows: Sequence[dict[str, Any]], max_new_tokens: int = 64
+) -> dict[str, Any]:
+    """Base model vs adapter on the same eval rows: exact match and valid-sequence share."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    tokenizer.padding_side = "left"
+    base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, torch_dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    with model.disable_adapter():
+        base_answers = generate(model, tokenizer, rows, max_new_tokens)
+    adapter_answers = generate(model, tokenizer, rows, max_new_tokens)
+    return {
+        "rows": len(rows),
+        "base": score_responses(rows, base_answers),
+        "adapter": score_responses(rows, adapter_answers),
+        "examples": [{"prompt": r["prompt"], "expected": r["chosen"], "base": b, "adapter": a}
+                     for r, b, a in list(zip(rows, base_answers, adapter_answers))[:5]],
+    }

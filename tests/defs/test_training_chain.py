@@ -1,0 +1,119 @@
+"""The training half through Dagster on a tiny model: sft_dataset → lora_adapter (Pipes) → eval →
+blocking gate → applied_adapter, and a worse adapter that is kept but never applied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from swarm_learn_assets.core.datasets import DatasetConfig, available_actions, build_training_rows
+from swarm_learn_assets.defs.datasets import sft_dataset
+from swarm_learn_assets.defs.resources import AdapterServing, BaseModel, SwarmData
+from swarm_learn_assets.defs.sessions import session_assets
+from swarm_learn_assets.defs.training import applied_adapter, lora_adapter
+from swarm_learn_assets.runner import materialize
+from swarm_learn_assets.simulate import simulate
+from swarm_learn_assets.training.registry import AdapterRegistry
+from swarm_learn_assets.training.tiny_model import build_tiny_model
+
+SCENARIO_RUN_CONFIG = {
+    "ops": {
+        "sft_dataset": {"config": {"eval_fraction": 0.3, "min_train_rows": 5}},
+        "lora_adapter": {"config": {"rank": 16, "alpha": 64.0, "epochs": 30, "batch_size": 8,
+                                    "gradient_accumulation": 1, "learning_rate": 0.01, "max_seq_length": 256,
+                                    "max_new_tokens": 24}},
+    }
+}
+
+
+@pytest.fixture
+def trained_setup(tmp_path: Path, monkeypatch):
+    root = tmp_path / "data"
+    simulate(root, scenarios=1, sessions=10, seed=3, tasks_per_worker=1)
+    monkeypatch.setenv("SWARM_LEARN_DATA", str(root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    _, scenarios, _ = materialize(root, log_level="WARNING")
+    episodes = [r for f in sorted((root / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
+    texts = [m["content"] for r in rows for m in r["messages"]]
+    model_dir = build_tiny_model(tmp_path / "tiny-model", texts, available_actions(episodes))
+    return root, scenarios[0], model_dir
+
+
+def _train(root: Path, scenario: str, model_dir: Path) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [session_assets, sft_dataset, lora_adapter, applied_adapter],
+        selection=[sft_dataset, lora_adapter, applied_adapter],
+        partition_key=scenario,
+        instance=dg.DagsterInstance.get(),
+        resources={"swarm_data": SwarmData(data_root=str(root)), "base_model": BaseModel(model=str(model_dir)),
+                   "adapter_serving": AdapterServing(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+        run_config=SCENARIO_RUN_CONFIG,
+        raise_on_error=False,
+    )
+
+
+def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
+
+
+def test_chain_trains_evaluates_and_applies_then_keeps_a_worse_adapter_unapplied(trained_setup):
+    root, scenario, model_dir = trained_setup
+    first = _train(root, scenario, model_dir)
+    assert first.success
+    dataset = root / "datasets" / scenario
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["sft"]["train"]["rows"] > 0 and manifest["sft"]["eval"]["rows"] > 0
+    assert (dataset / "sft" / "train").is_dir() and (dataset / "dpo" / "eval").is_dir()
+    assert _check(first, "chat_format_valid").passed
+
+    version = root / "adapters" / scenario / "v0001"
+    config = json.loads((version / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(model_dir.resolve())
+    assert not any("embed" in m or "lm_head" in m for m in config["target_modules"])
+    assert (version / "adapter_model.safetensors").is_file()
+    metrics = json.loads((version / "training_metrics.json").read_text())
+    assert metrics["steps"][-1]["loss"] < metrics["steps"][0]["loss"] / 2
+    scores = json.loads((version / "eval.json").read_text())
+    assert scores["adapter"]["exact_match"] > scores["base"]["exact_match"]
+    assert scores["eval_sessions"] == manifest["eval_sessions"]
+    lineage = json.loads((version / "lineage.json").read_text())
+    assert lineage["dataset"]["train_sha256"] == manifest["sft"]["train"]["sha256"]
+    assert lineage["base_model"]["revision"] and str(model_dir.resolve()) in (version / "README.md").read_text()
+    assert _check(first, "adapter_beats_applied_and_base").passed
+    registry = AdapterRegistry(root / "adapters", scenario)
+    assert registry.current.version == "v0001"
+    materialized = {e.asset_key.to_user_string() for e in first.get_asset_materialization_events()}
+    assert materialized == {"sft_dataset", "lora_adapter", "applied_adapter"}
+
+    # The applied adapter now claims a perfect score: the next one cannot beat it.
+    eval_file = version / "eval.json"
+    eval_file.write_text(json.dumps({**scores, "adapter": {"exact_match": 1.0, "valid_sequence": 1.0}}))
+    second = _train(root, scenario, model_dir)
+    assert not _check(second, "adapter_beats_applied_and_base").passed
+    assert (root / "adapters" / scenario / "v0002" / "adapter_model.safetensors").is_file()  # kept on disk
+    assert registry.current.version == "v0001"  # never applied
+    assert "applied_adapter" not in {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
+
+
+def test_too_few_rows_skip_the_adapter_with_a_reason(trained_setup):
+    root, scenario, model_dir = trained_setup
+    config = json.loads(json.dumps(SCENARIO_RUN_CONFIG))
+    config["ops"]["sft_dataset"]["config"]["min_train_rows"] = 100_000
+    result = dg.materialize(
+        [session_assets, sft_dataset, lora_adapter, applied_adapter],
+        selection=[sft_dataset, lora_adapter, applied_adapter], partition_key=scenario,
+        instance=dg.DagsterInstance.get(),
+        resources={"swarm_data": SwarmData(data_root=str(root)), "base_model": BaseModel(model=str(model_dir)),
+                   "adapter_serving": AdapterServing(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+        run_config=config,
+    )
+    assert result.success
+    assert not _check(result, "enough_training_rows").passed
+    observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
+    assert "fewer than the configured minimum of 100000" in str(observation.event_specific_data)
+    assert not (root / "adapters" / scenario).exists() or not list((root / "adapters" / scenario).iterdir())
