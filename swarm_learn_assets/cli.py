@@ -70,14 +70,48 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from .core.layout import DataLayout
+    from .training.applicators import make_applicator
+    from .training.registry import AdapterRegistry
+
+    registry = AdapterRegistry(DataLayout(_data_root(args)).adapters_root, args.scenario)
+    if args.action == "list":
+        versions = registry.versions()
+        if not versions:
+            print(f"no adapters for scenario {args.scenario} under {registry.root}")
+            return 0
+        current = registry.current
+        print(f"{'':2}{'version':<9}{'adapter EM':>11}{'base EM':>9}{'valid':>7}{'eval rows':>10}  path")
+        for v in versions:
+            scores = v.eval or {}
+            mark = "* " if current is not None and current.version == v.version else "  "
+            print(f"{mark}{v.version:<9}{scores['adapter']['exact_match']:>11.3f}{scores['base']['exact_match']:>9.3f}"
+                  f"{scores['adapter']['valid_sequence']:>7.3f}{scores['rows']:>10}  {v.path}")
+        print(f"applied: {current.version if current else 'none'}; history: {', '.join(registry.history()) or 'empty'}")
+        return 0
+    applicator = make_applicator(args.applicator, args.url or "")
+    if args.action == "apply":
+        if not args.version:
+            raise ValueError("adapters apply needs --version (see: swarm-learn adapters list)")
+        previous = registry.apply(args.version, applicator)
+        print(f"{args.scenario}: applied {args.version} via {applicator.name} (previous: {previous or 'none'})")
+    else:
+        print(f"{args.scenario}: rolled back to {registry.rollback(applicator)} via {applicator.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarm-learn",
         description=(
-            "Turn agent-swarm session logs into episodes, statistics and scenario models with Dagster.\n\n"
+            "Turn agent-swarm session logs into episodes, statistics, scenario models and LoRA adapters\n"
+            "for the swarm's decision LLM, with Dagster.\n\n"
             "Quick start:\n"
             "  swarm-learn simulate --data-root data --scenarios 3 --sessions 20 --seed 7\n"
             "  swarm-learn materialize --data-root data\n"
+            "  swarm-learn materialize --data-root data --assets sft_dataset,lora_adapter,applied_adapter\n"
+            "  swarm-learn adapters list --data-root data --scenario <scenario>\n"
             "  dagster dev -w workspace.yaml   # the Dagster UI on http://localhost:3000"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -104,12 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = with_root(sub.add_parser("materialize", help="register landing sessions and materialize assets in-process"))
-    p.add_argument("--assets", help="comma-separated: raw_records,episodes,session_snapshot,scenario_model (default: all)")
+    p.add_argument("--assets", help="comma-separated: raw_records,episodes,session_snapshot,scenario_model "
+                                    "(the default) and sft_dataset,lora_adapter,applied_adapter (training)")
     p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
     p.set_defaults(func=cmd_materialize)
 
     p = with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
     p.set_defaults(func=cmd_status)
+
+    p = with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))
+    p.add_argument("action", choices=["list", "apply", "rollback"])
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--version", help="for apply: the version to serve, e.g. v0003")
+    p.add_argument("--applicator", default="noop", choices=["noop", "vllm", "llamacpp"],
+                   help="where to serve it (default: noop, only the `current` pointer moves)")
+    p.add_argument("--url", help="the vLLM or llama.cpp server, e.g. http://localhost:8000")
+    p.set_defaults(func=cmd_adapters)
     return parser
 
 

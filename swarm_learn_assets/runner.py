@@ -14,7 +14,9 @@ from .defs.partitions import SCENARIOS, SESSIONS
 
 SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
 SCENARIO_ASSETS = ("scenario_model",)
-ALL_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)
+TRAINING_ASSETS = ("sft_dataset", "lora_adapter", "applied_adapter")
+ALL_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)  # the default: the data half; training is opt-in
+KNOWN_ASSETS = (*ALL_ASSETS, *TRAINING_ASSETS)
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # The run tags with which Dagster's own backfills hand a partition range to one run.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -69,6 +71,10 @@ def _run(
         },
         raise_on_error=False,
     )
+    _raise_on_failure(result, job_name)
+
+
+def _raise_on_failure(result: dg.ExecuteInProcessResult, job_name: str) -> None:
     if not result.success:
         failures = [
             f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else 'failed'}"
@@ -87,9 +93,9 @@ def materialize(
     """Register every landing session, then materialize the selected assets for all of them."""
     from .definitions import defs
 
-    unknown = [a for a in assets if a not in ALL_ASSETS]
+    unknown = [a for a in assets if a not in KNOWN_ASSETS]
     if unknown:
-        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(ALL_ASSETS)}")
+        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(KNOWN_ASSETS)}")
     os.environ[DATA_ROOT_ENV] = str(data_root)
     instance = prepare_instance()
     sessions, scenarios, refused = register_landing(instance, DataLayout(data_root))
@@ -101,4 +107,23 @@ def materialize(
     if on_stage and scenario_assets:
         on_stage(f"building {len(scenarios)} scenario model(s)")
     _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, log_level)
+    training_assets = [a for a in TRAINING_ASSETS if a in assets]
+    for scenario in scenarios if training_assets else []:
+        if on_stage:
+            on_stage(f"training for {scenario}: {', '.join(training_assets)}")
+        _run_partition(defs, instance, "train_adapter", training_assets, scenario, log_level)
     return sessions, scenarios, refused
+
+
+def _run_partition(
+    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, assets: Sequence[str], key: str, log_level: str
+) -> None:
+    """One run for one partition (the training assets train one scenario per run)."""
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        partition_key=key,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        raise_on_error=False,
+    )
+    _raise_on_failure(result, job_name)

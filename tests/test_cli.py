@@ -58,3 +58,41 @@ def test_import_writes_a_landing_file(tmp_path: Path, capsys):
     assert code == 0
     assert (tmp_path / "landing" / "imported" / "s1.parquet").is_file()
     assert main(["import", str(jsonl), "--scenario", "imported", "--session", "s1", "--data-root", str(tmp_path)]) == 1
+
+
+def _fake_versions(root: Path, scenario: str, scores: list[float]) -> None:
+    import json
+
+    for i, score in enumerate(scores, 1):
+        version = root / "adapters" / scenario / f"v{i:04d}"
+        version.mkdir(parents=True)
+        (version / "eval.json").write_text(json.dumps({
+            "rows": 10, "base": {"exact_match": 0.0, "valid_sequence": 0.1},
+            "adapter": {"exact_match": score, "valid_sequence": 0.9}}))
+
+
+def test_adapters_list_apply_rollback(tmp_path: Path, capsys):
+    _fake_versions(tmp_path, "sc", [0.5, 0.8])
+    root = ["--data-root", str(tmp_path)]
+    assert main(["adapters", "apply", "--scenario", "sc", "--version", "v0001", *root]) == 0
+    assert main(["adapters", "apply", "--scenario", "sc", "--version", "v0002", *root]) == 0
+    assert "applied v0002 via noop (previous: v0001)" in capsys.readouterr().out
+    assert main(["adapters", "list", "--scenario", "sc", *root]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[2].startswith("* v0002") and "0.800" in listing[2] and listing[1].startswith("  v0001")
+    assert listing[-1] == "applied: v0002; history: v0001, v0002"
+    assert main(["adapters", "rollback", "--scenario", "sc", *root]) == 0
+    assert "rolled back to v0001" in capsys.readouterr().out
+    assert (tmp_path / "adapters" / "sc" / "current").read_text().strip() == "v0001"
+
+
+def test_adapters_errors_are_one_line(tmp_path: Path, capsys):
+    _fake_versions(tmp_path, "sc", [0.5])
+    assert main(["adapters", "apply", "--scenario", "sc", "--version", "v0009", "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "swarm-learn adapters: error: scenario sc: no adapter version 'v0009'; known: v0001"
+    assert main(["adapters", "apply", "--scenario", "sc", "--version", "v0001", "--applicator", "vllm",
+                 "--data-root", str(tmp_path)]) == 1
+    assert "needs a server url" in capsys.readouterr().err
+    assert main(["adapters", "list", "--scenario", "../etc", "--data-root", str(tmp_path)]) == 1
+    assert "../etc" in capsys.readouterr().err

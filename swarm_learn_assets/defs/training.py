@@ -13,6 +13,7 @@ import dagster as dg
 from ..core.atomic import write_json, write_text
 from ..training.lora import DEFAULT_TARGET_MODULES, LoraSettings
 from ..training.registry import AdapterRegistry
+from ..training.train_job import ERROR_FILE
 from .datasets import SFT_DATASET
 from .partitions import scenarios_partitions
 from .resources import AdapterServing, BaseModel, SwarmData
@@ -62,6 +63,18 @@ def loss_curve_markdown(steps: list[dict]) -> str:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return f"![loss curve](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+def training_failure(scenario: str, version_dir: Path, error: str) -> str:
+    """The training process's own cause, or what its exit code says (killed: probably out of memory)."""
+    cause_file = version_dir / ERROR_FILE
+    if cause_file.is_file():
+        cause = cause_file.read_text().strip()
+    elif "code -9" in error or "code 137" in error:
+        cause = "the training process was killed (SIGKILL), most likely out of memory; lower batch_size or max_seq_length"
+    else:
+        cause = error
+    return f"training the {scenario} adapter ({version_dir.name}) failed: {cause}"
 
 
 def model_card(scenario: str, version: str, lineage: dict, metrics: dict, scores: dict) -> str:
@@ -128,16 +141,21 @@ def lora_adapter(
     applied = registry.current
     version = registry.new_version_dir()
     settings = config.settings()
-    pipes_subprocess_client.run(
-        command=[sys.executable, "-m", "swarm_learn_assets.training.train_job"],
-        context=context,
-        extras={"job": {
-            "dataset": str(dataset / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
-            "output_dir": str(version.path), "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
-            "max_eval_rows": config.max_eval_rows, "max_new_tokens": config.max_new_tokens,
-            "eval_sessions": manifest["eval_sessions"],
-        }},
-    )
+    try:
+        pipes_subprocess_client.run(
+            command=[sys.executable, "-m", "swarm_learn_assets.training.train_job"],
+            context=context,
+            extras={"job": {
+                "dataset": str(dataset / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
+                "output_dir": str(version.path),
+                "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
+                "max_eval_rows": config.max_eval_rows, "max_new_tokens": config.max_new_tokens,
+                "eval_sessions": manifest["eval_sessions"],
+            }},
+        )
+    except Exception as exc:  # the process failed (dagster raises DagsterPipesExecutionError)
+        raise dg.Failure(description=training_failure(scenario, version.path, str(exc)),
+                         metadata={"version": version.version, "adapter_path": str(version.path)}) from exc
     metrics = json.loads((version.path / "training_metrics.json").read_text())
     scores = json.loads((version.path / "eval.json").read_text())
     lineage = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import write_json, write_text
+from ..core.names import validate_name
 from .applicators import ApplicatorError, ModelApplicator
 
 MAX_HISTORY = 5  # the reference ApplierConfig default
@@ -49,7 +50,7 @@ class AdapterRegistry:
     """Versions of one scenario's adapter and which one is applied."""
 
     def __init__(self, root: Path, scenario: str):
-        self.scenario = scenario
+        self.scenario = validate_name("scenario", scenario)
         self.root = Path(root) / scenario
 
     # -- versions -------------------------------------------------------------------------------

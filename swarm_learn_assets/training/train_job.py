@@ -39,11 +39,19 @@ def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
     return {"final_loss": result.final_loss, "tokens_per_second": result.tokens_per_second}
 
 
+ERROR_FILE = "error.txt"  # the cause of a failed training, for the step's failure message
+
+
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        summary = run_job(pipes.get_extra("job"), pipes.log.info)
+        job = pipes.get_extra("job")
+        try:
+            summary = run_job(job, pipes.log.info)
+        except Exception as exc:
+            (Path(job["output_dir"]) / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}"[:2000])
+            raise
         pipes.report_custom_message(json.dumps(summary))
 
 

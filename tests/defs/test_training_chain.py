@@ -117,3 +117,20 @@ def test_too_few_rows_skip_the_adapter_with_a_reason(trained_setup):
     observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
     assert "fewer than the configured minimum of 100000" in str(observation.event_specific_data)
     assert not (root / "adapters" / scenario).exists() or not list((root / "adapters" / scenario).iterdir())
+
+
+def test_a_crash_in_training_fails_the_step_with_the_cause(trained_setup, tmp_path: Path):
+    import shutil
+
+    root, scenario, model_dir = trained_setup
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)  # the training process cannot load it
+    result = _train(root, scenario, broken)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "lora_adapter"
+    text = failure.step_failure_data.user_failure_data.description
+    assert text.startswith(f"training the {scenario} adapter (v0001) failed: ")
+    assert "safetensors" in text.lower() or "header" in text.lower()
+    assert AdapterRegistry(root / "adapters", scenario).current is None

