@@ -32,9 +32,9 @@ class LoraConfig(dg.Config):
     dropout: float = 0.05
     target_modules: list[str] = list(DEFAULT_TARGET_MODULES)
     epochs: int = 3
-    batch_size: int = 4
-    gradient_accumulation: int = 4
-    learning_rate: float = 2e-4
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    learning_rate: float = 1e-3
     max_seq_length: int = 2048
     seed: int = 0
     max_eval_rows: int = 200
