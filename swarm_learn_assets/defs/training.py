@@ -22,6 +22,8 @@ LORA_ADAPTER = dg.AssetKey("lora_adapter")
 APPLIED_ADAPTER = dg.AssetKey("applied_adapter")
 BEATS_CHECK = dg.AssetCheckSpec("adapter_beats_applied_and_base", asset=LORA_ADAPTER, blocking=True)
 TRAINING_POOL = "training"
+# The training process reads local files only; these make any accidental hub lookup fail fast.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 class LoraConfig(dg.Config):
@@ -145,6 +147,7 @@ def lora_adapter(
         pipes_subprocess_client.run(
             command=[sys.executable, "-m", "swarm_learn_assets.training.train_job"],
             context=context,
+            env=OFFLINE_ENV,
             extras={"job": {
                 "dataset": str(dataset / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
                 "output_dir": str(version.path),

@@ -1,0 +1,35 @@
+"""Datasets on disk: Hugging Face splits TRL can read, a manifest whose hashes are stable on rebuild."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from swarm_learn_assets.core.datasets import DatasetConfig
+from swarm_learn_assets.core.layout import DataLayout
+from swarm_learn_assets.core.stages import process_sessions
+from swarm_learn_assets.training.dataset_store import build_scenario_datasets
+
+
+def test_datasets_are_saved_with_splits_and_rebuild_identically(tmp_path: Path, small_landing: Path):
+    from datasets import load_from_disk
+
+    shutil.copytree(small_landing / "landing", tmp_path / "landing")
+    layout = DataLayout(tmp_path)
+    files = layout.scan_landing()[0]
+    process_sessions(layout, [f.key for f in files])
+    scenario = files[0].scenario
+    first = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.5), min_train_rows=3)
+    sft = load_from_disk(str(first.path / "sft"))
+    assert set(sft) == {"train", "eval"}
+    row = sft["train"][0]
+    assert row["messages"][-1]["role"] == "assistant" and row["messages"][-1]["content"] == row["chosen"]
+    assert row["format"] == "sft" and row["rejected"] is None and row["session_id"] in first.manifest["train_sessions"]
+    dpo = load_from_disk(str(first.path / "dpo"))
+    assert "messages" not in dpo["train"].column_names
+    assert first.manifest["sft"]["train"]["rows"] == len(sft["train"]) and first.manifest["trainable"]
+
+    again = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.5), min_train_rows=10_000)
+    assert again.manifest["sft"] == first.manifest["sft"] and again.manifest["dpo"] == first.manifest["dpo"]
+    assert not again.manifest["trainable"]
+    assert sorted(p.name for p in first.path.iterdir()) == ["dpo", "manifest.json", "sft"]  # no leftovers
