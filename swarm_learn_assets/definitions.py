@@ -4,16 +4,18 @@ import dagster as dg
 
 from .defs.discovery import discover_sessions
 from .defs.datasets import sft_dataset
-from .defs.jobs import process_sessions_job, scenario_model_job, train_adapter_job
+from .defs.jobs import full_update_job, process_sessions_job, scenario_model_job, train_adapter_job
 from .defs.resources import AdapterServing, BaseModel, SwarmData
 from .defs.scenario_model import scenario_model
 from .defs.sessions import session_assets
 from .defs.training import applied_adapter, lora_adapter
+from .defs.triggers import training_check, training_trigger
 
 defs = dg.Definitions(
     assets=[session_assets, scenario_model, sft_dataset, lora_adapter, applied_adapter],
-    jobs=[process_sessions_job, scenario_model_job, train_adapter_job],
-    sensors=[discover_sessions],
+    jobs=[process_sessions_job, scenario_model_job, train_adapter_job, full_update_job],
+    sensors=[discover_sessions, training_trigger],
+    schedules=[training_check],
     resources={
         "swarm_data": SwarmData(),
         "base_model": BaseModel(),

@@ -169,3 +169,66 @@ def time_parts(trigger: TrainTrigger) -> list[TimeTrigger]:
         return [trigger]
     children = getattr(trigger, "triggers", ())
     return [t for child in children for t in time_parts(child)]
+
+
+TRIGGERS_FILE_ENV = "SWARM_LEARN_TRIGGERS"  # path to a triggers YAML file
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """Which trigger each scenario uses (a default for all, overrides by name) and what a firing
+    runs (the processor mode: `offline`, `lora` or `full`)."""
+
+    default: str = DEFAULT_SPEC
+    scenarios: tuple[tuple[str, str], ...] = ()
+    mode: str = "lora"
+
+    def __post_init__(self) -> None:
+        from .triggers import ProcessorMode
+
+        for spec in (self.default, *(s for _, s in self.scenarios)):
+            parse_trigger(spec)  # refuse a bad spec when settings load, not at the first tick
+        object.__setattr__(self, "mode", ProcessorMode.parse(self.mode).value)
+
+    def spec_for(self, scenario: str) -> str:
+        return dict(self.scenarios).get(scenario, self.default)
+
+    def trigger_for(self, scenario: str) -> TrainTrigger:
+        return parse_trigger(self.spec_for(scenario))
+
+    def shortest_interval_ms(self) -> int | None:
+        intervals = [t.interval_ms for s in (self.default, *(s for _, s in self.scenarios))
+                     for t in time_parts(parse_trigger(s))]
+        return min(intervals) if intervals else None
+
+
+def load_trigger_settings(path: str | None) -> TriggerSettings:
+    """Settings from a YAML file (`default: SPEC`, `scenarios: {name: SPEC}`, `mode: lora`), or the
+    defaults when no file is given. Errors name the file."""
+    if not path:
+        return TriggerSettings()
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8").read()) or {}
+    except OSError as exc:
+        raise TriggerSpecError(f"{path}: cannot read the triggers file ({exc.strerror})") from exc
+    if not isinstance(data, dict) or set(data) - {"default", "scenarios", "mode"}:
+        raise TriggerSpecError(f"{path}: expected a mapping with keys default, scenarios, mode; got {data!r}")
+    try:
+        return TriggerSettings(str(data.get("default", DEFAULT_SPEC)),
+                               tuple(sorted((str(k), str(v)) for k, v in (data.get("scenarios") or {}).items())),
+                               str(data.get("mode", "lora")))
+    except (TriggerSpecError, ValueError) as exc:
+        raise TriggerSpecError(f"{path}: {exc}") from exc
+
+
+def check_interval_cron(interval_ms: int | None) -> str:
+    """The schedule that checks time rules: as often as the shortest one needs, hourly without any."""
+    if interval_ms is None:
+        return "0 * * * *"
+    minutes = max(1, interval_ms // 60_000)
+    if minutes < 60:
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    hours = minutes // 60
+    return "0 * * * *" if hours == 1 else (f"0 */{hours} * * *" if hours < 24 else "0 0 * * *")

@@ -27,6 +27,18 @@ def task_outcomes(table: pa.Table) -> dict[str, int]:
     return {o["values"]: o["counts"] for o in pc.value_counts(tasks.column("outcome")).to_pylist()}
 
 
+def outcomes_by_scenario(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Judged worker-task episodes and successes per scenario: what the training triggers count."""
+    tasks = table.filter(pc.and_(pc.equal(table.column("learn_model"), WORKER_TASK),
+                                 pc.is_in(table.column("outcome"), pa.array(["success", "failure", "timeout"]))))
+    out: dict[str, dict[str, int]] = {}
+    for scenario, outcome in zip(tasks.column("scenario").to_pylist(), tasks.column("outcome").to_pylist()):
+        entry = out.setdefault(scenario, {"episodes": 0, "success": 0})
+        entry["episodes"] += 1
+        entry["success"] += outcome == "success"
+    return dict(sorted(out.items()))
+
+
 def episodes_result(layout: DataLayout, table: pa.Table) -> dg.MaterializeResult:
     """Counts, outcome breakdown, success rate and a preview; the unique-id check blocks downstream."""
     ids = table.column("episode_id")
@@ -40,6 +52,9 @@ def episodes_result(layout: DataLayout, table: pa.Table) -> dg.MaterializeResult
             "dagster/row_count": table.num_rows,
             "worker_task_outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
             "success_rate": share(outcomes.get("success", 0), tasks.num_rows),
+            # The whole batch's counts (the same on each of its partitions): the training sensor
+            # counts them once per run.
+            "episodes_by_scenario": dg.MetadataValue.json(outcomes_by_scenario(table)),
             "preview": markdown_table(
                 ["session", "worker", "outcome", "actions"],
                 [(e["session_id"], e["worker_id"], e["outcome"], " → ".join(e["actions"])) for e in preview],

@@ -24,3 +24,14 @@ train_adapter_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("sft_dataset", "lora_adapter", "applied_adapter"),
     description="Build a scenario's datasets, train and evaluate an adapter, apply it if it is better.",
 )
+
+full_update_job = dg.define_asset_job(
+    "full_update",
+    selection=dg.AssetSelection.assets(scenario_model, "sft_dataset", "lora_adapter", "applied_adapter"),
+    description="Rebuild a scenario's model and train, evaluate and maybe apply an adapter.",
+)
+
+# What a firing training trigger runs, by processor mode (the reference ProcessorMode).
+MODE_JOBS = {"offline": scenario_model_job, "lora": train_adapter_job, "full": full_update_job}
+# Runs for one scenario carry this tag; dagster.yaml limits them to one at a time per scenario.
+SCENARIO_TAG = "swarm-learn/scenario"

@@ -20,7 +20,8 @@ class ScenarioModelConfig(dg.Config):
 
 @dg.asset(
     partitions_def=scenarios_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    # One run per scenario, like the training assets (a run for several also works: it loops).
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
     # Each scenario reads the snapshots of all its sessions; which ones is decided by the file layout.
     deps=[dg.AssetDep(SESSION_SNAPSHOT, partition_mapping=dg.AllPartitionMapping())],
     group_name="scenarios",

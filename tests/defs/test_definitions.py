@@ -39,9 +39,10 @@ def test_asset_graph_snapshot():
 
     assert _graph(defs) == EXPECTED_GRAPH
     assert sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")) == [
-        "build_scenario_model", "process_sessions", "train_adapter",
+        "build_scenario_model", "full_update", "process_sessions", "train_adapter",
     ]
-    assert [s.name for s in defs.sensors] == ["discover_sessions"]
+    assert [s.name for s in defs.sensors] == ["discover_sessions", "training_trigger"]
+    assert [s.name for s in defs.schedules] == ["training_check"]
 
 
 def test_every_session_asset_batches_backfills():
