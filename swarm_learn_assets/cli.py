@@ -101,6 +101,73 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """`dagster dev` (webserver + daemon: sensors, schedules, run queue) on the project's instance."""
+    import os
+    import shutil
+    import subprocess
+
+    from .runner import INSTANCE_TEMPLATE, prepare_instance
+
+    instance = prepare_instance()
+    home = os.environ["DAGSTER_HOME"]
+    instance.dispose()
+    os.environ[DATA_ROOT_ENV] = str(_data_root(args))
+    dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    workspace = INSTANCE_TEMPLATE.with_name("workspace.yaml")
+    print(f"Dagster UI on http://{args.host}:{args.port} (instance {home}, data {os.environ[DATA_ROOT_ENV]}); "
+          "Ctrl-C stops it", file=sys.stderr)
+    command = [dagster, "dev", "-w", str(workspace), "--host", args.host, "--port", str(args.port)]
+    return subprocess.run(command, cwd=workspace.parent, check=False).returncode
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from .core.training_state import explain, quality_window
+    from .defs import triggers
+    from .runner import prepare_instance
+
+    instance = prepare_instance()
+    state = triggers.state_since_training(instance, args.scenario)
+    trigger = triggers.SETTINGS.trigger_for(args.scenario)
+    ctx = state.context(int(_time.time() * 1000), quality_window(trigger))
+    print(f"scenario {args.scenario}: trigger {triggers.SETTINGS.spec_for(args.scenario)!r} "
+          f"(mode {triggers.SETTINGS.mode}, job {triggers.MODE_JOBS[triggers.SETTINGS.mode].name})")
+    print(f"  {explain(trigger, ctx)}")
+    if trigger.should_train(ctx) and triggers.training_in_flight(instance, args.scenario):
+        print("  a training run for it is already queued or running: the trigger waits for it")
+    else:
+        print(f"  would {'train now' if trigger.should_train(ctx) else 'not train now'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .core.layout import DataLayout
+    from .runner import TRAINING_ASSETS, materialize
+    from .training.registry import AdapterRegistry
+
+    root = _data_root(args)
+    started = time.perf_counter()
+    materialize(root, TRAINING_ASSETS, log_level="DEBUG" if args.verbose else "INFO",
+                on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True), scenarios=[args.scenario])
+    layout = DataLayout(root)
+    manifest = json.loads((layout.dataset_dir(args.scenario) / "manifest.json").read_text())
+    if not manifest["trainable"]:
+        print(f"{args.scenario}: skipped: {manifest['sft']['train']['rows']} SFT training rows, fewer than the "
+              f"configured minimum of {manifest['min_train_rows']}")
+    else:
+        registry = AdapterRegistry(layout.adapters_root, args.scenario)
+        newest, current = registry.versions()[-1], registry.current
+        scores = newest.eval
+        print(f"{args.scenario}: trained {newest.version}: exact match {scores['adapter']['exact_match']:.3f} "
+              f"(base {scores['base']['exact_match']:.3f}); applied: {current.version if current else 'none'}")
+    print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarm-learn",
@@ -112,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  swarm-learn materialize --data-root data\n"
             "  swarm-learn materialize --data-root data --assets sft_dataset,lora_adapter,applied_adapter\n"
             "  swarm-learn adapters list --data-root data --scenario <scenario>\n"
-            "  dagster dev -w workspace.yaml   # the Dagster UI on http://localhost:3000"
+            "  swarm-learn ui --data-root data   # Dagster UI + daemon on http://127.0.0.1:3000"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -145,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
     p.set_defaults(func=cmd_status)
+
+    p = with_root(sub.add_parser("ui", help="the Dagster UI and daemon (sensors, schedules) on ./.dagster_home"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("trigger", help="what a scenario's training trigger would do now, and why")
+    p.add_argument("action", choices=["check"])
+    p.add_argument("--scenario", required=True)
+    p.set_defaults(func=cmd_trigger)
+
+    p = with_root(sub.add_parser("train", help="train (and maybe apply) a scenario's adapter now, by hand"))
+    p.add_argument("--scenario", required=True)
+    p.set_defaults(func=cmd_train)
 
     p = with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))
     p.add_argument("action", choices=["list", "apply", "rollback"])

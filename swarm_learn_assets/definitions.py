@@ -1,4 +1,6 @@
-"""Everything Dagster loads: assets with their checks, jobs, sensors and resources."""
+"""Everything Dagster loads: assets with their checks, jobs, sensors, schedules and resources."""
+
+import os
 
 import dagster as dg
 
@@ -10,6 +12,7 @@ from .defs.scenario_model import scenario_model
 from .defs.sessions import session_assets
 from .defs.training import applied_adapter, lora_adapter
 from .defs.triggers import training_check, training_trigger
+from .training.base_model import BASE_MODEL_ENV, DEFAULT_MODEL
 
 defs = dg.Definitions(
     assets=[session_assets, scenario_model, sft_dataset, lora_adapter, applied_adapter],
@@ -18,7 +21,8 @@ defs = dg.Definitions(
     schedules=[training_check],
     resources={
         "swarm_data": SwarmData(),
-        "base_model": BaseModel(),
+        # `$SWARM_LEARN_BASE_MODEL`: a model folder or .gguf file instead of the embedded default.
+        "base_model": BaseModel(model=os.environ.get(BASE_MODEL_ENV, DEFAULT_MODEL)),
         "adapter_serving": AdapterServing(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     },

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from .core.layout import DATA_ROOT_ENV, DataLayout
+from .defs.jobs import SCENARIO_TAG
 from .defs.partitions import SCENARIOS, SESSIONS
 
 SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
@@ -25,6 +26,10 @@ ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 class PipelineError(RuntimeError):
     """A run that did not succeed, with the step and message that failed."""
+
+
+class CheckBlocked(PipelineError):
+    """Only blocking asset checks failed (e.g. an adapter that is not better): an outcome, not an error."""
 
 
 def prepare_instance(dagster_home: Path | None = None) -> dg.DagsterInstance:
@@ -76,12 +81,17 @@ def _run(
 
 def _raise_on_failure(result: dg.ExecuteInProcessResult, job_name: str) -> None:
     if not result.success:
+        steps = [e for e in result.all_events if e.is_step_failure]
         failures = [
             f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else 'failed'}"
-            for e in result.all_events
-            if e.is_step_failure
+            for e in steps
         ]
-        raise PipelineError(f"run {result.run_id} of {job_name} failed: " + "; ".join(failures or ["see Dagster logs"]))
+        blocked = steps and all(
+            e.step_failure_data.error and e.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"
+            for e in steps
+        )
+        error = CheckBlocked if blocked else PipelineError
+        raise error(f"run {result.run_id} of {job_name} failed: " + "; ".join(failures or ["see Dagster logs"]))
 
 
 def materialize(
@@ -89,8 +99,10 @@ def materialize(
     assets: Sequence[str] = ALL_ASSETS,
     log_level: str = "INFO",
     on_stage: Callable[[str], None] | None = None,
+    scenarios: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
-    """Register every landing session, then materialize the selected assets for all of them."""
+    """Register every landing session, then materialize the selected assets for all of them (the
+    training assets for `scenarios` only, when given)."""
     from .definitions import defs
 
     unknown = [a for a in assets if a not in KNOWN_ASSETS]
@@ -98,21 +110,29 @@ def materialize(
         raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(KNOWN_ASSETS)}")
     os.environ[DATA_ROOT_ENV] = str(data_root)
     instance = prepare_instance()
-    sessions, scenarios, refused = register_landing(instance, DataLayout(data_root))
+    sessions, known, refused = register_landing(instance, DataLayout(data_root))
+    missing = sorted(set(scenarios or []) - set(known))
+    if missing:
+        raise ValueError(f"no landing sessions for scenario(s) {', '.join(missing)}; known: {', '.join(known) or 'none'}")
+    chosen = list(scenarios) if scenarios else known
     session_assets = [a for a in SESSION_ASSETS if a in assets]
     scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
     if on_stage and session_assets:
         on_stage(f"processing {len(sessions)} session(s): {', '.join(session_assets)}")
     _run(defs, instance, "process_sessions", session_assets, SESSIONS, log_level)
     if on_stage and scenario_assets:
-        on_stage(f"building {len(scenarios)} scenario model(s)")
+        on_stage(f"building {len(known)} scenario model(s)")
     _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, log_level)
     training_assets = [a for a in TRAINING_ASSETS if a in assets]
-    for scenario in scenarios if training_assets else []:
+    for scenario in (chosen if training_assets else []):
         if on_stage:
             on_stage(f"training for {scenario}: {', '.join(training_assets)}")
-        _run_partition(defs, instance, "train_adapter", training_assets, scenario, log_level)
-    return sessions, scenarios, refused
+        try:
+            _run_partition(defs, instance, "train_adapter", training_assets, scenario, log_level)
+        except CheckBlocked as blocked:  # e.g. the adapter did not beat the applied one: kept, not applied
+            if on_stage:
+                on_stage(f"{scenario}: stopped by a blocking check ({blocked})")
+    return sessions, known, refused
 
 
 def _run_partition(
@@ -123,6 +143,7 @@ def _run_partition(
         instance=instance,
         asset_selection=[dg.AssetKey(a) for a in assets],
         partition_key=key,
+        tags={SCENARIO_TAG: key},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     )

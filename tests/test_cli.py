@@ -96,3 +96,37 @@ def test_adapters_errors_are_one_line(tmp_path: Path, capsys):
     assert "needs a server url" in capsys.readouterr().err
     assert main(["adapters", "list", "--scenario", "../etc", "--data-root", str(tmp_path)]) == 1
     assert "../etc" in capsys.readouterr().err
+
+
+def test_trigger_check_and_a_manual_training(tmp_path: Path):
+    """`trigger check` explains the default trigger; `train` trains by hand (tiny base model), and
+    the trigger then counts from that training."""
+    import pyarrow.parquet as pq
+
+    from swarm_learn_assets.core.datasets import DatasetConfig, available_actions, build_training_rows
+    from swarm_learn_assets.simulate import simulate
+    from swarm_learn_assets.training.tiny_model import build_tiny_model
+
+    root = tmp_path / "data"
+    simulate(root, scenarios=1, sessions=16, seed=3)
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "SWARM_LEARN_DATA": str(root)}
+    assert _run("materialize", env=env).returncode == 0
+    scenario = next((root / "landing").iterdir()).name
+    check = _run("trigger", "check", "--scenario", scenario, env=env)
+    assert check.returncode == 0, check.stderr
+    assert f"scenario {scenario}: trigger 'episodes>=100 | every 1h' (mode lora, job train_adapter)" in check.stdout
+    assert "yes: never trained" in check.stdout and "would train now" in check.stdout
+
+    episodes = [r for f in sorted((root / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
+    model = build_tiny_model(tmp_path / "tiny", [m["content"] for r in rows for m in r["messages"]],
+                             available_actions(episodes))
+    train = _run("train", "--scenario", scenario, env={**env, "SWARM_LEARN_BASE_MODEL": str(model)})
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert f"{scenario}: trained v0001: exact match" in train.stdout  # applied only if it beat the base
+    assert ("applied: v0001" in train.stdout) != ("stopped by a blocking check" in train.stderr)
+    assert (root / "adapters" / scenario / "v0001" / "eval.json").is_file()
+    after = _run("trigger", "check", "--scenario", scenario, env=env)
+    assert "no: 0 new episodes since the last training, needs 100" in after.stdout
+    missing = _run("train", "--scenario", "nope", env=env)
+    assert missing.returncode == 1 and "no landing sessions for scenario(s) nope" in missing.stderr

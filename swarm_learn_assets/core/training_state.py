@@ -33,11 +33,12 @@ class ScenarioState:
     last_training_ms: int | None = None
     recent: list[list[int]] = field(default_factory=list)  # [episodes, successes] per batch, newest last
 
-    def add(self, episodes: int, successes: int) -> None:
+    def add(self, episodes: int, successes: int, window: int = RECENT_WINDOW) -> None:
+        """Count a batch; keep only as many recent batches as cover `window` episodes."""
         self.episodes += episodes
         self.successes += successes
         self.recent.append([episodes, successes])
-        while len(self.recent) > 1 and sum(e for e, _ in self.recent[1:]) >= RECENT_WINDOW:
+        while len(self.recent) > 1 and sum(e for e, _ in self.recent[1:]) >= window:
             self.recent.pop(0)
 
     def trained(self, at_ms: int) -> None:

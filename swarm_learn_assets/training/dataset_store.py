@@ -85,9 +85,14 @@ def build_scenario_datasets(
                                 "trainable": len(rows.sft[TRAIN]) >= min_train_rows}
     for name, table in ((SFT, rows.sft), (DPO, rows.dpo)):
         features = _features(with_messages=name == SFT)
-        splits = DatasetDict({part: Dataset.from_list(table[part], features=features) for part in (TRAIN, EVAL)})
+        # from_dict: from_list cannot build an empty split (no rows to take the columns from)
+        splits = DatasetDict({
+            part: Dataset.from_dict({name: [r[name] for r in table[part]] for name in features}, features=features)
+            for part in (TRAIN, EVAL)
+        })
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target))
-        splits.save_to_disk(str(tmp))
+        # One shard per split: an empty split saved with the default (zero shards) cannot be loaded.
+        splits.save_to_disk(str(tmp), num_shards={TRAIN: 1, EVAL: 1})
         _replace_dir(tmp, target / name)
         manifest[name] = {part: {"rows": len(table[part]), "sha256": split_hash(table[part])} for part in (TRAIN, EVAL)}
     write_json(manifest, target / "manifest.json")

@@ -33,3 +33,15 @@ def test_datasets_are_saved_with_splits_and_rebuild_identically(tmp_path: Path, 
     assert again.manifest["sft"] == first.manifest["sft"] and again.manifest["dpo"] == first.manifest["dpo"]
     assert not again.manifest["trainable"]
     assert sorted(p.name for p in first.path.iterdir()) == ["dpo", "manifest.json", "sft"]  # no leftovers
+
+
+def test_empty_splits_are_saved_too(tmp_path: Path, small_landing: Path):
+    from datasets import load_from_disk
+
+    shutil.copytree(small_landing / "landing", tmp_path / "landing")
+    layout = DataLayout(tmp_path)
+    files = layout.scan_landing()[0]
+    process_sessions(layout, [f.key for f in files])
+    built = build_scenario_datasets(layout, files[0].scenario, DatasetConfig(eval_fraction=0.0))
+    assert built.manifest["sft"]["eval"]["rows"] == 0
+    assert len(load_from_disk(str(built.path / "sft"))["eval"]) == 0
