@@ -45,7 +45,10 @@ def test_default_model_dequantises_once_and_trains_through_the_chain(tmp_path: P
                                                         "max_new_tokens": 40}}}},
         raise_on_error=False,
     )
-    assert result.success
+    # One epoch may or may not beat the base model: the gate decides whether it is applied.
+    gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "adapter_beats_applied_and_base")
+    applied = "applied_adapter" in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert applied == gate.passed and result.success == gate.passed
     version = root / "adapters" / scenarios[0] / "v0001"
     adapter_config = json.loads((version / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == DEFAULT_MODEL_ID
