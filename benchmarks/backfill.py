@@ -42,7 +42,6 @@ from typing import Any, TypeVar
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from swarm_learn_assets.core.layout import DataLayout
@@ -546,7 +545,7 @@ def print_report(r: dict[str, Any]) -> None:
         f"  {'sample total':<32} {base['sample_seconds']:8.2f} s   {fmt_rate(base['sample_rows'], base['sample_seconds'])}",
         f"  {'scaled to all sessions':<32} {base['scaled_seconds']:8.2f} s   "
         f"(linear: x {base['total_sessions']}/{base['sample_sessions']} sessions)",
-        f"  per-row snapshots == vectorised snapshots: "
+        "  per-row snapshots == vectorised snapshots: "
         + ("OK" if base["ok"] else "MISMATCH")
         + f" ({base['matched']}/{base['sample_sessions']} identical)"
         + (f"; differ: {', '.join(base['mismatched'][:10])}" if base["mismatched"] else ""),

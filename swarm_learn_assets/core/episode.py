@@ -13,7 +13,7 @@ def episode_id(scenario: str, session_id: str, learn_model: str, worker_id: int 
     """A stable id: the same input always yields the same id, so re-runs replace instead of duplicating.
 
     The reference used wall-clock time plus a counter; that cannot be idempotent, so the id is a hash
-    of where the episode starts instead. The SQL path computes the same value (see `episodes_sql`).
+    of where the episode starts instead. The batched path computes the same value (see `episode_table`).
     """
     key = f"{scenario}/{session_id}/{learn_model}/{worker_id}/{first_seq}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,7 +1,7 @@
 """Learn models: what counts as an episode, how it is judged, and how it becomes training data.
 
 These are the per-record implementations of the reference's `LearnModel`s. They define the rules;
-`episodes_sql` applies the same rules to whole batches of sessions at once, and a test checks that
+`episode_table` applies the same rules to whole batches of sessions at once, and a test checks that
 both agree.
 """
 

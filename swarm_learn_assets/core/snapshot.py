@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from .episode import Episode
 from .learn_models import WORKER_TASK
-from .outcome import SUCCESS
 from .records import ActionRecord, Record
 from .schema import SYSTEM_EVENTS
 from .validation import SESSION_KEY

@@ -17,6 +17,7 @@ A bad spec is refused with the column and the token that broke it.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -182,6 +183,7 @@ class TriggerSettings:
     default: str = DEFAULT_SPEC
     scenarios: tuple[tuple[str, str], ...] = ()
     mode: str = "lora"
+    run_config: str = "{}"  # JSON of the Dagster run config for triggered runs (e.g. LoRA settings)
 
     def __post_init__(self) -> None:
         from .triggers import ProcessorMode
@@ -203,8 +205,9 @@ class TriggerSettings:
 
 
 def load_trigger_settings(path: str | None) -> TriggerSettings:
-    """Settings from a YAML file (`default: SPEC`, `scenarios: {name: SPEC}`, `mode: lora`), or the
-    defaults when no file is given. Errors name the file."""
+    """Settings from a YAML file (`default: SPEC`, `scenarios: {name: SPEC}`, `mode: lora`,
+    `run_config: {ops: …}` for the runs a trigger starts), or the defaults when no file is given.
+    Errors name the file."""
     if not path:
         return TriggerSettings()
     import yaml
@@ -213,12 +216,14 @@ def load_trigger_settings(path: str | None) -> TriggerSettings:
         data = yaml.safe_load(open(path, encoding="utf-8").read()) or {}
     except OSError as exc:
         raise TriggerSpecError(f"{path}: cannot read the triggers file ({exc.strerror})") from exc
-    if not isinstance(data, dict) or set(data) - {"default", "scenarios", "mode"}:
-        raise TriggerSpecError(f"{path}: expected a mapping with keys default, scenarios, mode; got {data!r}")
+    if not isinstance(data, dict) or set(data) - {"default", "scenarios", "mode", "run_config"}:
+        raise TriggerSpecError(
+            f"{path}: expected a mapping with keys default, scenarios, mode, run_config; got {data!r}"
+        )
     try:
         return TriggerSettings(str(data.get("default", DEFAULT_SPEC)),
                                tuple(sorted((str(k), str(v)) for k, v in (data.get("scenarios") or {}).items())),
-                               str(data.get("mode", "lora")))
+                               str(data.get("mode", "lora")), json.dumps(data.get("run_config") or {}))
     except (TriggerSpecError, ValueError) as exc:
         raise TriggerSpecError(f"{path}: {exc}") from exc
 

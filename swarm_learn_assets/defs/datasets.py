@@ -1,6 +1,5 @@
 """Stage 5: a scenario's episodes → SFT and DPO datasets (Hugging Face `datasets`, train/eval)."""
 
-
 import statistics
 
 import dagster as dg

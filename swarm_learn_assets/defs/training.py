@@ -1,7 +1,6 @@
 """Stage 6 and 7: SFT dataset → LoRA adapter (trained in its own process via Dagster Pipes) →
 applied adapter, only when the adapter beats the applied one and the base model."""
 
-
 import base64
 import io
 import json

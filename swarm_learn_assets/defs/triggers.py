@@ -5,6 +5,7 @@ Settings come from the YAML file named by `$SWARM_LEARN_TRIGGERS` (see `core/tri
 a bad spec stops the definitions from loading, with the offending token in the message.
 """
 
+import json
 import os
 import time
 
@@ -94,6 +95,7 @@ def request_training(scenario: str, scenario_state: ScenarioState, reason: str, 
         run_key=f"{source}:{job.name}:{scenario}:{scenario_state.episodes}:{scenario_state.last_training_ms}",
         job_name=job.name,
         partition_key=scenario,
+        run_config=json.loads(SETTINGS.run_config),
         tags={SCENARIO_TAG: scenario, "swarm-learn/trigger": reason[:250]},
     )
 

@@ -93,9 +93,11 @@ def test_bad_specs_name_the_file_and_the_token(tmp_path: Path):
     with pytest.raises(TriggerSpecError, match=r"triggers.yaml: trigger spec 'episodes>=100 \| every 1y'.*column 23"):
         load_trigger_settings(str(bad))
     good = tmp_path / "good.yaml"
-    good.write_text("default: never\nscenarios:\n  db: episodes>=3\nmode: full\n")
+    good.write_text("default: never\nscenarios:\n  db: episodes>=3\nmode: full\n"
+                    "run_config:\n  ops:\n    lora_adapter:\n      config: {epochs: 5}\n")
     settings = load_trigger_settings(str(good))
     assert settings.spec_for("db") == "episodes>=3" and settings.spec_for("other") == "never" and settings.mode == "full"
+    assert '"epochs": 5' in settings.run_config
     code = "import swarm_learn_assets.definitions"
     env = {"SWARM_LEARN_TRIGGERS": str(bad), "PATH": "/usr/bin:/bin"}
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
