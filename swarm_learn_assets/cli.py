@@ -122,8 +122,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    import time as _time
-
     from .core.training_state import explain, quality_window
     from .defs import triggers
     from .runner import prepare_instance
@@ -131,7 +129,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     instance = prepare_instance()
     state = triggers.state_since_training(instance, args.scenario)
     trigger = triggers.SETTINGS.trigger_for(args.scenario)
-    ctx = state.context(int(_time.time() * 1000), quality_window(trigger))
+    ctx = state.context(int(time.time() * 1000), quality_window(trigger))
     print(f"scenario {args.scenario}: trigger {triggers.SETTINGS.spec_for(args.scenario)!r} "
           f"(mode {triggers.SETTINGS.mode}, job {triggers.MODE_JOBS[triggers.SETTINGS.mode].name})")
     print(f"  {explain(trigger, ctx)}")

@@ -100,14 +100,25 @@ def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applie
         assert scores["adapter"]["exact_match"] > scores["base"]["exact_match"]
         assert instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])) == []
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        _stop_group(daemon)
         instance.dispose()
     # Everything the daemon started (code server, run workers, training processes) is gone.
-    time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-g", str(daemon.pid)], capture_output=True, text=True).stdout.split()
-    assert leftovers == []
+    assert _group_members(daemon.pid) == []
+
+
+def _group_members(group: int) -> list[str]:
+    return subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+
+
+def _stop_group(daemon: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM to the daemon's whole process group; what has not exited after `grace` gets SIGKILL."""
+    os.killpg(daemon.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and (daemon.poll() is None or _group_members(daemon.pid)):
+        time.sleep(0.5)
+    if _group_members(daemon.pid):
+        os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_members(daemon.pid):
+        time.sleep(0.2)

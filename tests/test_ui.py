@@ -1,10 +1,12 @@
-"""The Dagster UI in a real browser: the webserver on loopback for a materialized data root, driven by
-headless Debian Chromium through Selenium. Slow (`pytest -m slow`); `.ci/run` installs Chromium."""
+"""The Dagster UI in a real browser: `swarm-learn ui` (webserver + daemon) on loopback for a
+materialized data root, driven by headless Debian Chromium through Selenium. Slow (`pytest -m slow`);
+`.ci/run` installs Chromium."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +32,7 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"dagster-webserver exited with {process.returncode}")
+            raise RuntimeError(f"the UI exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -75,9 +77,8 @@ def test_asset_graph_and_asset_page_show_assets_partitions_and_metadata(tmp_path
 
     port = _free_port()
     webserver = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", str(REPO / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*cli, "ui", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     browser = None
     try:
@@ -106,8 +107,9 @@ def test_asset_graph_and_asset_page_show_assets_partitions_and_metadata(tmp_path
     finally:
         if browser is not None:
             browser.quit()
-        webserver.terminate()
+        os.killpg(webserver.pid, signal.SIGTERM)  # dagster dev and everything it started
         try:
-            webserver.wait(timeout=30)
+            webserver.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            webserver.kill()
+            os.killpg(webserver.pid, signal.SIGKILL)
+            webserver.wait()
