@@ -18,7 +18,6 @@ from .partitions import scenarios_partitions
 from .resources import AdapterServing, BaseModel, SwarmData
 
 LORA_ADAPTER = dg.AssetKey("lora_adapter")
-APPLIED_ADAPTER = dg.AssetKey("applied_adapter")
 BEATS_CHECK = dg.AssetCheckSpec("adapter_beats_applied_and_base", asset=LORA_ADAPTER, blocking=True)
 TRAINING_POOL = "training"
 # The training process reads local files only; these make any accidental hub lookup fail fast.
