@@ -172,7 +172,7 @@ def train_lora(
     amp = autocast_dtype(device)
     result = TrainingResult(train_rows=len(examples), autocast=str(amp).replace("torch.", "") if amp else "none")
     model.train()
-    start, step, micro, window_loss, window_tokens = time.perf_counter(), 0, 0, 0.0, 0
+    start, step, micro, window_loss, micro_at_last_step = time.perf_counter(), 0, 0, 0.0, 0
     for epoch in range(settings.epochs):
         for batch_ids in length_grouped_batches([len(e[0]) for e in examples], settings.batch_size, rng):
             ids = torch.tensor(_pad([examples[i][0] for i in batch_ids], pad), device=device)
@@ -190,8 +190,8 @@ def train_lora(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                loss_value = window_loss / (micro - window_tokens)
-                window_tokens, window_loss = micro, 0.0
+                loss_value = window_loss / (micro - micro_at_last_step)
+                micro_at_last_step, window_loss = micro, 0.0
                 result.steps.append({"step": step, "epoch": epoch + 1, "loss": round(loss_value, 6),
                                      "lr": scheduler.get_last_lr()[0]})
                 if step == 1 or step % max(1, total_steps // 20) == 0 or step == total_steps:
