@@ -83,8 +83,13 @@ def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applie
         def runs(job: str, status=dg.DagsterRunStatus.SUCCESS) -> list:
             return instance.get_runs(dg.RunsFilter(job_name=job, statuses=[status]))
 
+        every = {f"{scenario}.{s}" for s in sessions}
         _wait("discovery to process every session",
-              lambda: len(runs("process_sessions")) >= len(sessions), daemon, log, deadline)
+              lambda: instance.get_materialized_partitions(dg.AssetKey("session_snapshot")) >= every,
+              daemon, log, deadline)
+        batches = [r for r in runs("process_sessions") if "dagster/asset_partition_range_start" in r.tags]
+        assert any(r.tags["dagster/asset_partition_range_start"] != r.tags["dagster/asset_partition_range_end"]
+                   for r in batches)  # sessions that landed together were processed in one run
         assert sorted(instance.get_dynamic_partitions("sessions")) == [f"{scenario}.{s}" for s in sessions]
         for session in sessions:
             assert (data / "episodes" / scenario / f"{session}.parquet").is_file()

@@ -1,19 +1,35 @@
 """Session discovery: new landing files become partitions and get processed, exactly once per file version."""
 
+import base64
 import hashlib
+import json
+import zlib
 
 import dagster as dg
 
 from .jobs import process_sessions_job, scenario_model_job
+from .records import RAW_RECORDS
 from .partitions import SCENARIOS, SESSIONS
 from .resources import SwarmData
 
 MAX_NEW_SESSIONS_PER_TICK = 200
+# The run tags with which Dagster hands a partition range to one run (as backfills do).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def file_run_key(key: str, size: int, mtime_ns: int) -> str:
     """Same file, same key: a re-landed (changed) file is processed again, an unchanged one never."""
     return f"{key}:{size}:{mtime_ns}"
+
+
+def _load_versions(cursor: str | None) -> dict[str, str]:
+    return json.loads(zlib.decompress(base64.b64decode(cursor))) if cursor else {}
+
+
+def _dump_versions(versions: dict[str, str]) -> str:
+    """The file versions already requested, compressed: the cursor holds one entry per session."""
+    return base64.b64encode(zlib.compress(json.dumps(versions, sort_keys=True).encode())).decode()
 
 
 @dg.sensor(
@@ -27,21 +43,36 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
     files, refused = layout.scan_landing()
     for message in refused:
         context.log.warning(message)
+    versions = _load_versions(context.cursor)
     known_sessions = set(context.instance.get_dynamic_partitions(SESSIONS))
     known_scenarios = set(context.instance.get_dynamic_partitions(SCENARIOS))
+    processed = context.instance.get_materialized_partitions(RAW_RECORDS) if known_sessions else set()
+    current = {f.key: (f, f.path.stat()) for f in files}
     new = [f for f in files if f.key not in known_sessions][:MAX_NEW_SESSIONS_PER_TICK]
     new_scenarios = sorted({f.scenario for f in new} - known_scenarios)
     runs = []
-    for f in files:
-        if f.key in known_sessions or f in new:
-            stat = f.path.stat()
-            runs.append(
-                dg.RunRequest(
-                    run_key=file_run_key(f.key, stat.st_size, stat.st_mtime_ns),
-                    job_name=process_sessions_job.name,
-                    partition_key=f.key,
-                )
-            )
+    if new:
+        # All of a tick's new sessions in one run: they are added in this order, so they form a range.
+        keys = [f.key for f in new]
+        batch = "\n".join(file_run_key(k, current[k][1].st_size, current[k][1].st_mtime_ns) for k in keys)
+        runs.append(dg.RunRequest(
+            run_key=f"new:{hashlib.sha256(batch.encode()).hexdigest()[:16]}",
+            job_name=process_sessions_job.name,
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
+        ))
+    for key, (f, stat) in sorted(current.items()):
+        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+        if key in known_sessions and versions.get(key) is None and key in processed:
+            versions[key] = version  # processed before the sensor saw it (e.g. by `swarm-learn materialize`)
+        elif key in known_sessions and versions.get(key) != version:
+            runs.append(dg.RunRequest(  # a re-landed file, or one registered but never processed
+                run_key=file_run_key(key, stat.st_size, stat.st_mtime_ns),
+                job_name=process_sessions_job.name,
+                partition_key=key,
+            ))
+            versions[key] = version
+    for f in new:
+        versions[f.key] = f"{current[f.key][1].st_size}:{current[f.key][1].st_mtime_ns}"
     # A scenario model is rebuilt once every registered session of it has a snapshot; the run key is
     # the set of snapshot files, so an unchanged scenario is never rebuilt.
     for scenario in sorted(known_scenarios):
@@ -61,6 +92,7 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
     context.log.info(f"{len(new)} new session(s), {len(new_scenarios)} new scenario(s)")
     return dg.SensorResult(
         run_requests=runs,
+        cursor=_dump_versions(versions),
         dynamic_partitions_requests=[
             dg.AddDynamicPartitionsRequest(SESSIONS, [f.key for f in new]),
             dg.AddDynamicPartitionsRequest(SCENARIOS, new_scenarios),
