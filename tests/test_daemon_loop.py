@@ -84,9 +84,14 @@ def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applie
             return instance.get_runs(dg.RunsFilter(job_name=job, statuses=[status]))
 
         every = {f"{scenario}.{s}" for s in sessions}
-        _wait("discovery to process every session",
-              lambda: instance.get_materialized_partitions(dg.AssetKey("session_snapshot")) >= every,
-              daemon, log, deadline)
+        active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                  dg.DagsterRunStatus.STARTED]
+
+        def processed() -> bool:  # every session's snapshot recorded, and its run finished
+            done = instance.get_materialized_partitions(dg.AssetKey("session_snapshot")) >= every
+            return done and not instance.get_runs(dg.RunsFilter(job_name="process_sessions", statuses=active))
+
+        _wait("discovery to process every session", processed, daemon, log, deadline)
         batches = [r for r in runs("process_sessions") if "dagster/asset_partition_range_start" in r.tags]
         assert any(r.tags["dagster/asset_partition_range_start"] != r.tags["dagster/asset_partition_range_end"]
                    for r in batches)  # sessions that landed together were processed in one run
