@@ -101,11 +101,9 @@ def test_adapters_errors_are_one_line(tmp_path: Path, capsys):
 def test_trigger_check_and_a_manual_training(tmp_path: Path):
     """`trigger check` explains the default trigger; `train` trains by hand (tiny base model), and
     the trigger then counts from that training."""
-    import pyarrow.parquet as pq
 
-    from swarm_learn_assets.core.datasets import DatasetConfig, available_actions, build_training_rows
     from swarm_learn_assets.simulate import simulate
-    from swarm_learn_assets.training.tiny_model import build_tiny_model
+    from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 
     root = tmp_path / "data"
     simulate(root, scenarios=1, sessions=16, seed=3)
@@ -117,10 +115,7 @@ def test_trigger_check_and_a_manual_training(tmp_path: Path):
     assert f"scenario {scenario}: trigger 'episodes>=100 | every 1h' (mode lora, job train_adapter)" in check.stdout
     assert "yes: never trained" in check.stdout and "would train now" in check.stdout
 
-    episodes = [r for f in sorted((root / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
-    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
-    model = build_tiny_model(tmp_path / "tiny", [m["content"] for r in rows for m in r["messages"]],
-                             available_actions(episodes))
+    model = build_tiny_model_for_data(tmp_path / "tiny", root)
     train = _run("train", "--scenario", scenario, env={**env, "SWARM_LEARN_BASE_MODEL": str(model)})
     assert train.returncode == 0, train.stderr[-2000:]
     assert f"{scenario}: trained v0001: exact match" in train.stdout  # applied only if it beat the base

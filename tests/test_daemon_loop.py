@@ -12,14 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.datasets import DatasetConfig, available_actions, build_training_rows
 from swarm_learn_assets.core.layout import DataLayout
 from swarm_learn_assets.core.stages import process_sessions
 from swarm_learn_assets.simulate import simulate
-from swarm_learn_assets.training.tiny_model import build_tiny_model
+from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +31,7 @@ def _tiny_model(tmp_path: Path) -> Path:
     simulate(scratch, scenarios=1, sessions=6, seed=3)
     layout = DataLayout(scratch)
     process_sessions(layout, [f.key for f in layout.scan_landing()[0]])
-    episodes = [r for f in sorted((scratch / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
-    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
-    return build_tiny_model(tmp_path / "tiny", [m["content"] for r in rows for m in r["messages"]],
-                            available_actions(episodes))
+    return build_tiny_model_for_data(tmp_path / "tiny", scratch)
 
 
 def _wait(what: str, condition, daemon: subprocess.Popen, log: Path, deadline: float) -> None:

@@ -316,14 +316,16 @@ def _snapshots_chunk(
     return snapshots, writes
 
 
+def task_outcomes(table: pa.Table) -> dict[str, int]:
+    """Worker-task episodes per outcome in an episode table."""
+    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
+    return {row["values"]: row["counts"] for row in pc.value_counts(tasks.column("outcome")).to_pylist()}
+
+
 def count_task_outcomes(layout: DataLayout, keys: Sequence[str]) -> dict[str, int]:
     """Worker-task episodes per outcome in the episode files of the given sessions."""
     paths = _existing(layout.episodes, keys)
-    if not paths:
-        return {}
-    table = _read_session_files(paths, ["learn_model", "outcome"])
-    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
-    return {row["values"]: row["counts"] for row in pc.value_counts(tasks.column("outcome")).to_pylist()}
+    return task_outcomes(_read_session_files(paths, ["learn_model", "outcome"])) if paths else {}
 
 
 def load_snapshots(layout: DataLayout, scenario: str) -> list[Snapshot]:

@@ -6,6 +6,7 @@ import pyarrow.compute as pc
 
 from ..core.layout import DataLayout
 from ..core.learn_models import WORKER_TASK
+from ..core.stages import task_outcomes
 from .metadata import markdown_table, share
 from .records import RAW_RECORDS
 
@@ -19,12 +20,6 @@ episodes_spec = dg.AssetSpec(
     kinds={"parquet"},
     description="Episodes cut by the worker_task and worker_decision_sequence learn models.",
 )
-
-
-def task_outcomes(table: pa.Table) -> dict[str, int]:
-    """Worker-task episodes per outcome."""
-    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
-    return {o["values"]: o["counts"] for o in pc.value_counts(tasks.column("outcome")).to_pylist()}
 
 
 def outcomes_by_scenario(table: pa.Table) -> dict[str, dict[str, int]]:

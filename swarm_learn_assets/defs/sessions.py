@@ -11,9 +11,16 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from ..core.snapshot import DEFAULT_NGRAM_ORDERS
-from ..core.stages import EPISODES, RECORDS, SNAPSHOTS, SessionSettings, count_task_outcomes, process_sessions
-from .episodes import UNIQUE_IDS_CHECK, episodes_result, episodes_spec, task_outcomes
+from ..core.stages import (
+    EPISODES,
+    RECORDS,
+    SNAPSHOTS,
+    SessionSettings,
+    count_task_outcomes,
+    process_sessions,
+    task_outcomes,
+)
+from .episodes import UNIQUE_IDS_CHECK, episodes_result, episodes_spec
 from .partitions import SESSION_BACKFILL, sessions_partitions
 from .records import QUARANTINE_CHECK, raw_records_result, raw_records_spec
 from .resources import SwarmData
@@ -26,9 +33,9 @@ class SessionConfig(dg.Config):
     """The rules' parameters: quarantine threshold, learn-model minimums, n-gram orders (3 to 10)."""
 
     max_quarantine_share: float = 0.05
-    min_task_actions: int = 2
-    min_decision_actions: int = 3
-    ngram_orders: list[int] = list(DEFAULT_NGRAM_ORDERS)
+    min_task_actions: int = SessionSettings.min_task_actions
+    min_decision_actions: int = SessionSettings.min_decision_actions
+    ngram_orders: list[int] = list(SessionSettings.ngram_orders)
 
 
 @dg.multi_asset(

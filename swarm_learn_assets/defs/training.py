@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..core.atomic import write_json, write_text
-from ..training.lora import DEFAULT_TARGET_MODULES, LoraSettings
+from ..training.lora import LoraSettings
 from ..training.registry import AdapterRegistry
 from ..training.train_job import ERROR_FILE
 from .datasets import SFT_DATASET
@@ -25,18 +25,19 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
 
 
 class LoraConfig(dg.Config):
-    """LoRA hyperparameters (the reference LoraTrainerConfig) and evaluation limits."""
+    """LoRA hyperparameters (the reference LoraTrainerConfig; defaults from `LoraSettings`) and
+    evaluation limits."""
 
-    rank: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.05
-    target_modules: list[str] = list(DEFAULT_TARGET_MODULES)
-    epochs: int = 3
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    learning_rate: float = 1e-3
-    max_seq_length: int = 2048
-    seed: int = 0
+    rank: int = LoraSettings.rank
+    alpha: float = LoraSettings.alpha
+    dropout: float = LoraSettings.dropout
+    target_modules: list[str] = list(LoraSettings.target_modules)
+    epochs: int = LoraSettings.epochs
+    batch_size: int = LoraSettings.batch_size
+    gradient_accumulation: int = LoraSettings.gradient_accumulation
+    learning_rate: float = LoraSettings.learning_rate
+    max_seq_length: int = LoraSettings.max_seq_length
+    seed: int = LoraSettings.seed
     max_eval_rows: int = 200
     max_new_tokens: int = 64
 

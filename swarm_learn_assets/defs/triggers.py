@@ -35,14 +35,16 @@ def without_time(trigger: TrainTrigger) -> TrainTrigger:
 
 def fold_episodes(state: TrainingState, records: list, last_run: str | None) -> str | None:
     """Add each run's per-scenario counts once (its partitions repeat the same batch metadata)."""
+    windows: dict[str, int] = {}  # what each scenario's quality rules look at
     for record in records:
         if record.run_id and record.run_id == last_run:  # runless events ("" run id) each count
             continue
         last_run = record.run_id
         counts = record.asset_materialization.metadata.get("episodes_by_scenario")
         for scenario, entry in (counts.value if counts is not None else {}).items():
-            window = quality_window(SETTINGS.trigger_for(scenario))  # what the quality rules look at
-            state.scenario(scenario).add(entry["episodes"], entry["success"], window)
+            if scenario not in windows:
+                windows[scenario] = quality_window(SETTINGS.trigger_for(scenario))
+            state.scenario(scenario).add(entry["episodes"], entry["success"], windows[scenario])
     return last_run
 
 

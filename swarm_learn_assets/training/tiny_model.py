@@ -47,3 +47,15 @@ def build_tiny_model(target: Path, texts: Iterable[str], words: Sequence[str] = 
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target
+
+
+def build_tiny_model_for_data(target: Path, data_root: Path) -> Path:
+    """A tiny model whose tokenizer is trained on the SFT texts of every episode under `data_root`
+    (so prompts and action names tokenize compactly)."""
+    import pyarrow.parquet as pq
+
+    from ..core.datasets import DatasetConfig, available_actions, build_training_rows
+
+    episodes = [r for f in sorted((Path(data_root) / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
+    return build_tiny_model(target, [m["content"] for r in rows for m in r["messages"]], available_actions(episodes))

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.datasets import DatasetConfig, available_actions, build_training_rows
 from swarm_learn_assets.defs.datasets import sft_dataset
 from swarm_learn_assets.defs.resources import AdapterServing, BaseModel, SwarmData
 from swarm_learn_assets.defs.sessions import session_assets
@@ -18,7 +16,7 @@ from swarm_learn_assets.defs.training import applied_adapter, lora_adapter
 from swarm_learn_assets.runner import materialize
 from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.training.registry import AdapterRegistry
-from swarm_learn_assets.training.tiny_model import build_tiny_model
+from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 
 SCENARIO_RUN_CONFIG = {
     "ops": {
@@ -37,10 +35,7 @@ def trained_setup(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SWARM_LEARN_DATA", str(root))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     _, scenarios, _ = materialize(root, log_level="WARNING")
-    episodes = [r for f in sorted((root / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
-    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
-    texts = [m["content"] for r in rows for m in r["messages"]]
-    model_dir = build_tiny_model(tmp_path / "tiny-model", texts, available_actions(episodes))
+    model_dir = build_tiny_model_for_data(tmp_path / "tiny-model", root)
     return root, scenarios[0], model_dir
 
 
