@@ -1,12 +1,16 @@
-"""Episodes → SFT and DPO rows with a stable train/eval split (DESIGN §8). No Dagster, no tokenizer.
+"""Episodes (and the swarm's recorded decide calls) → SFT and DPO rows with a stable train/eval
+split (DESIGN §8). No Dagster, no tokenizer.
 
-Rows come from the per-record learn models (`learn_models`), so the prompts are exactly the
-reference's: episodes read back from `episodes/` are turned into `Episode` objects first.
+Rows come in *sources*. `task_decision` (a successful task's context → its action order) and
+`llm_decision` (the swarm's own decide calls whose task succeeded) are learnable: their answer is a
+function of their prompt. `worker_task` and `worker_decision_sequence` are the reference learn
+models' rows, kept for the reference export but not what the adapter learns by default.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,17 +27,26 @@ from .learn_models import (
     convert_dpo_pair,
 )
 from .outcome import Outcome
+from .prompts import DECIDE_CALL_TYPE, DECISION_SYSTEM_PROMPT, decision_prompt, decision_response
 from .records import ActionRecord
 from .schema import SYSTEM_EVENTS
+from .training_data import TrainingData
 
 TRAIN, EVAL = "train", "eval"
 ROLES = ("system", "user", "assistant")
+TASK_DECISION, LLM_DECISION = "task_decision", "llm_decision"
+SOURCES = (TASK_DECISION, LLM_DECISION, WORKER_TASK, WORKER_DECISION_SEQUENCE)
+DEFAULT_TRAIN_ON = (TASK_DECISION, LLM_DECISION)
 
 
 def split_of(session_id: str, eval_fraction: float) -> str:
     """`eval` for a stable share of sessions: a hash of the id, so rebuilding never moves a session."""
     bucket = int(hashlib.sha256(session_id.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
     return EVAL if bucket < eval_fraction else TRAIN
+
+
+def prompt_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def episode_from_row(row: dict[str, Any]) -> Episode:
@@ -54,7 +67,7 @@ def episode_from_row(row: dict[str, Any]) -> Episode:
 
 
 def available_actions(episodes: Iterable[dict[str, Any]]) -> list[str]:
-    """The scenario's action set as the prompts list it: every decision action seen, sorted."""
+    """The scenario's action set when a session names none: every decision action seen, sorted."""
     return sorted({a for e in episodes for a in e["actions"] if a not in SYSTEM_EVENTS})
 
 
@@ -66,13 +79,90 @@ class DatasetConfig:
 
 @dataclass
 class TrainingRows:
-    """SFT and DPO rows per split, and how many exact duplicates were dropped from each."""
+    """SFT and DPO rows per split, and how many rows were folded into another (consensus for SFT,
+    exact duplicates for DPO)."""
 
     sft: dict[str, list[dict[str, Any]]]
     dpo: dict[str, list[dict[str, Any]]]
     duplicates: dict[str, int]
     eval_sessions: list[str]
     train_sessions: list[str]
+
+
+# -- linking the swarm's decide calls to the task they served ------------------------------------
+
+
+def link_decide_calls(records: Iterable[dict[str, Any]], task_episodes: Iterable[dict[str, Any]]) -> list[tuple[dict, dict]]:
+    """(call, episode) for every answered `decide` call: the episode is the `worker_task` episode
+    holding the worker's next action record after the call.
+
+    `records` are a scenario's record rows (`session_id`, `kind`, `seq`, `worker_id`, `call_type`,
+    `prompt`, `response`, `error`), in any order. A call with an error, an empty response, no worker
+    or no later action of its worker, or whose next action belongs to no episode, is left out.
+    """
+    by_worker: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in records:
+        if row["worker_id"] is not None and row["kind"] in ("action", "llm_call"):
+            by_worker[(row["session_id"], row["worker_id"])].append(row)
+    owner: dict[tuple[str, int], dict[str, Any]] = {}
+    for episode in task_episodes:
+        for seq in episode["record_seqs"]:
+            owner[(episode["session_id"], seq)] = episode
+    linked = []
+    for (session, _), rows in by_worker.items():
+        pending: list[dict[str, Any]] = []
+        for row in sorted(rows, key=lambda r: r["seq"]):
+            if row["kind"] == "llm_call":
+                if row["call_type"] == DECIDE_CALL_TYPE and not row["error"] and (row["response"] or "").strip():
+                    pending.append(row)
+                continue
+            episode = owner.get((session, row["seq"]))
+            linked.extend((call, episode) for call in pending if episode is not None)
+            pending = []
+    return linked
+
+
+# -- rows of each source -------------------------------------------------------------------------
+
+
+def _row(data: TrainingData, source: str, session_id: str, context: str | None) -> dict[str, Any]:
+    return {**data.to_row(), "session_id": session_id, "source": source, "context": context}
+
+
+def _task_decision_row(episode: Episode, actions: Sequence[str]) -> dict[str, Any] | None:
+    context, decisions = episode.context(), episode.decision_actions()
+    if not context or not decisions:
+        return None
+    data = TrainingData.sft(DECISION_SYSTEM_PROMPT, decision_prompt(context, actions), decision_response(decisions),
+                            episode_id=episode.id, outcome_score=episode.outcome.score(), learn_model=WORKER_TASK)
+    return _row(data, TASK_DECISION, episode.session_id, context)
+
+
+def _llm_decision_row(call: dict[str, Any], episode: dict[str, Any]) -> dict[str, Any]:
+    """The call as the swarm sent and got it: no system turn, since none was sent."""
+    data = TrainingData.sft_simple(call["prompt"], call["response"], episode_id=episode["episode_id"],
+                                   outcome_score=episode["score"], learn_model=WORKER_TASK)
+    return _row(data, LLM_DECISION, episode["session_id"], episode["context"])
+
+
+def consensus(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """One row per (source, system, prompt): the most frequent answer (ties: higher mean
+    `outcome_score`, then the lexically first), with `count` (rows that gave it) and `agreement`
+    (that count over all rows of the prompt). Returns the rows, in first-seen order, and how many
+    input rows were folded away."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["source"], row["system"], row["prompt"])].append(row)
+    out = []
+    for members in groups.values():
+        votes = Counter(r["chosen"] for r in members)
+        scores: dict[str, list[float]] = defaultdict(list)
+        for r in members:
+            scores[r["chosen"]].append(r["outcome_score"] or 0.0)
+        best = min(votes, key=lambda a: (-votes[a], -sum(scores[a]) / len(scores[a]), a))
+        first = next(r for r in members if r["chosen"] == best)
+        out.append({**first, "count": votes[best], "agreement": votes[best] / len(members)})
+    return out, len(rows) - len(out)
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -86,46 +176,98 @@ def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return kept, len(rows) - len(kept)
 
 
-def build_training_rows(episode_rows: Sequence[dict[str, Any]], config: DatasetConfig = DatasetConfig()) -> TrainingRows:
-    """SFT rows from successful episodes of both learn models, DPO rows from `group_id` pairs.
+def build_training_rows(
+    episode_rows: Sequence[dict[str, Any]],
+    config: DatasetConfig = DatasetConfig(),
+    records: Iterable[dict[str, Any]] = (),
+    session_actions: dict[str, list[str]] | None = None,
+) -> TrainingRows:
+    """SFT rows of every source and DPO rows from `group_id` pairs, split by session.
 
-    A DPO pair belongs to the split of its chosen episode's session. Row order is the episodes'
-    order (session, learn model, worker, start), so equal input gives equal datasets.
+    `records` (the scenario's `action` and `llm_call` rows) give the `llm_decision` rows;
+    `session_actions` maps a session to its dependency graph's available actions (the prompts list
+    those, else every decision action of the scenario). A DPO pair belongs to the split of its
+    chosen episode's session. Row order follows the episodes' order, so equal input gives equal
+    datasets.
     """
-    actions = available_actions(episode_rows)
+    scenario_actions = available_actions(episode_rows)
+    session_actions = session_actions or {}
+    actions_of = lambda session: session_actions.get(session) or scenario_actions  # noqa: E731
     task_model = WorkerTaskLearn()
-    decision_model = WorkerDecisionSequenceLearn(available_actions=actions)
-    converters = {WORKER_TASK: task_model, WORKER_DECISION_SEQUENCE: decision_model}
-    sft: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
-    dpo: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
+    sequence_model = WorkerDecisionSequenceLearn(available_actions=scenario_actions)
+    reference = {WORKER_TASK: task_model, WORKER_DECISION_SEQUENCE: sequence_model}
     episodes = [episode_from_row(r) for r in episode_rows]
     sessions = sorted({e.session_id for e in episodes})
     split = {s: split_of(s, config.eval_fraction) for s in sessions}
+    rows: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
     for episode in episodes:
-        model = converters.get(episode.learn_model)
-        if model is None or not episode.is_success():
+        if episode.learn_model not in reference or not episode.is_success():
             continue
+        part = rows[split[episode.session_id]]
+        if episode.learn_model == WORKER_TASK and (row := _task_decision_row(episode, actions_of(episode.session_id))):
+            part.append(row)
         try:
-            data = model.convert(episode)
+            data = reference[episode.learn_model].convert(episode)
         except LearnError:
             continue
-        sft[split[episode.session_id]].append({**data.to_row(), "session_id": episode.session_id})
+        part.append(_row(data, episode.learn_model, episode.session_id, episode.context()))
+    successful_tasks = [r for r in episode_rows if r["learn_model"] == WORKER_TASK and r["outcome"] == "success"]
+    for call, episode in link_decide_calls(records, successful_tasks):
+        rows[split.get(episode["session_id"], TRAIN)].append(_llm_decision_row(call, episode))
+
+    sft: dict[str, list[dict[str, Any]]] = {}
+    dpo: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
+    duplicates: dict[str, int] = {}
+    for part in (TRAIN, EVAL):
+        order = {s: i for i, s in enumerate(SOURCES)}
+        sft[part], duplicates[f"sft/{part}"] = consensus(sorted(rows[part], key=lambda r: order[r["source"]]))
+    seen_contexts = {r["context"] for r in sft[TRAIN] if r["context"]}
+    for row in sft[TRAIN]:
+        row["unseen_context"] = False
+    for row in sft[EVAL]:
+        row["unseen_context"] = bool(row["context"]) and row["context"] not in seen_contexts
+
     tasks = [e for e in episodes if e.learn_model == WORKER_TASK]
     for pair in build_dpo_pairs(tasks, config.dpo):
         try:
-            data = convert_dpo_pair(pair, actions)
+            data = convert_dpo_pair(pair, actions_of(pair.chosen.session_id))
         except LearnError:
             continue
-        dpo[split[pair.chosen.session_id]].append({**data.to_row(), "session_id": pair.chosen.session_id})
-    duplicates = {}
-    for name, table in (("sft", sft), ("dpo", dpo)):
-        for part in (TRAIN, EVAL):
-            table[part], duplicates[f"{name}/{part}"] = _dedupe(table[part])
+        dpo[split[pair.chosen.session_id]].append(
+            _row(data, TASK_DECISION, pair.chosen.session_id, pair.chosen.context()))
+    for part in (TRAIN, EVAL):
+        dpo[part], duplicates[f"dpo/{part}"] = _dedupe(dpo[part])
     return TrainingRows(
         sft, dpo, duplicates,
         eval_sessions=[s for s in sessions if split[s] == EVAL],
         train_sessions=[s for s in sessions if split[s] == TRAIN],
     )
+
+
+def rows_of_sources(rows: Iterable[dict[str, Any]], sources: Iterable[str]) -> list[dict[str, Any]]:
+    wanted = set(sources)
+    return [r for r in rows if r["source"] in wanted]
+
+
+def sample_eval_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str, Any]]:
+    """At most `max_rows` eval rows, shared evenly between the sources present (a source with fewer
+    rows leaves its share to the others); within a source, the rows whose prompt hashes lowest.
+    A stable sample of every source, never "the first N" (which would be one source, early sessions).
+    Returned in the input order."""
+    if len(rows) <= max_rows:
+        return list(rows)
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_source[row["source"]].append(i)
+    quota, left = {}, max_rows
+    for n, (source, members) in enumerate(sorted(by_source.items(), key=lambda kv: len(kv[1]))):
+        quota[source] = min(len(members), left // (len(by_source) - n))
+        left -= quota[source]
+    keep = set()
+    for source, members in by_source.items():
+        ranked = sorted(members, key=lambda i: (prompt_hash((rows[i]["system"] or "") + "\n" + rows[i]["prompt"]), i))
+        keep.update(ranked[: quota[source]])
+    return [rows[i] for i in sorted(keep)]
 
 
 def chat_format_problems(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -136,20 +278,8 @@ def chat_format_problems(rows: Iterable[dict[str, Any]]) -> list[str]:
         roles = [m.get("role") for m in messages]
         if not roles or roles[-1] != "assistant" or not (messages[-1].get("content") or "").strip():
             problems.append(f"row {i} ({row.get('episode_id')}): expected a non-empty assistant turn last, got roles {roles}")
-        elif any(r not in ROLES for r in roles) or roles[-2] != "user" or roles.count("system") > 1 or (
+        elif len(roles) < 2 or any(r not in ROLES for r in roles) or roles[-2] != "user" or roles.count("system") > 1 or (
             "system" in roles and roles[0] != "system"
         ):
             problems.append(f"row {i} ({row.get('episode_id')}): expected [system], user, assistant; got {roles}")
     return problems
-
-
-def response_actions(text: str) -> list[str] | None:
-    """The action sequence in a response of either learn model (`A -> B -> C` after the last colon),
-    or None when the text holds no such list."""
-    _, sep, tail = text.rpartition(":")
-    if not sep:
-        return None
-    actions = [a.strip() for a in tail.strip().split("->")]
-    if not actions or any(not a or " " in a for a in actions):
-        return None
-    return actions

@@ -15,17 +15,20 @@ from typing import Protocol
 from .episode import Episode
 from .outcome import Outcome
 from .records import ActionRecord, Record, RecordStream
+from .prompts import (
+    DECISION_SYSTEM_PROMPT,
+    TASK_SYSTEM_PROMPT,
+    decision_prompt,
+    decision_response,
+    task_prompt,
+    task_response,
+)
 from .schema import SYSTEM_EVENTS
 from .training_data import TrainingData
 
 WORKER_TASK = "worker_task"
 WORKER_DECISION_SEQUENCE = "worker_decision_sequence"
 DEFAULT_AVAILABLE_ACTIONS = ("CheckStatus", "ReadLogs", "AnalyzeMetrics", "Diagnose", "Restart")
-TASK_SYSTEM_PROMPT = "You are an intelligent agent that diagnoses and resolves system issues."
-DECISION_SYSTEM_PROMPT = (
-    "You are an intelligent agent that diagnoses and resolves system issues. "
-    "Given a context and available actions, determine the optimal action sequence."
-)
 
 
 class LearnError(ValueError):
@@ -54,19 +57,6 @@ def convert_batch(model: LearnModel, episodes: Iterable[Episode]) -> list[Traini
         except LearnError:
             continue
     return out
-
-
-def decision_prompt(context: str | None, available_actions: Sequence[str]) -> str:
-    """The reference decision prompt; `default` is replaced by the episode's context when known."""
-    return (
-        f"Current context: {context or 'default'}\n"
-        f"Available actions: {', '.join(available_actions)}\n\n"
-        "What is the best sequence of actions to resolve this issue?"
-    )
-
-
-def decision_response(actions: Sequence[str]) -> str:
-    return f"Based on the context, the optimal action sequence is: {' -> '.join(actions)}"
 
 
 @dataclass
@@ -109,8 +99,7 @@ class WorkerTaskLearn:
         if len(episode.records) < self.min_actions:
             raise LearnError(f"Too few actions: {len(episode.records)} < {self.min_actions}")
         actions = episode.decision_actions()
-        prompt = f"Diagnose and resolve the issue.\nAvailable actions: {', '.join(actions)}"
-        response = f"Execute the following sequence: {' -> '.join(actions)}"
+        prompt, response = task_prompt(actions), task_response(actions)
         return TrainingData.sft(
             self.system_prompt,
             prompt,

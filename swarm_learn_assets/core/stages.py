@@ -349,6 +349,36 @@ def _dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, 
     return orders
 
 
+DECISION_RECORD_COLUMNS = ("kind", "seq", "worker_id", "call_type", "prompt", "response", "error")
+
+
+def read_decision_records(layout: DataLayout, scenario: str, session_ids: Sequence[str]) -> list[dict]:
+    """The `action` and `llm_call` rows of the sessions (only the columns that link a decide call to
+    its task), each with its `session_id`: what the `llm_decision` training rows are made from."""
+    paths = _existing(layout.records, [f"{scenario}.{s}" for s in session_ids])
+    if not paths:
+        return []
+    table = _read_session_files(paths, DECISION_RECORD_COLUMNS, "d.kind IN ('action', 'llm_call')")
+    rows = table.to_pylist()
+    for row in rows:
+        row["session_id"] = split_session_key(row.pop(SESSION_KEY))[1]
+    return rows
+
+
+def read_session_actions(layout: DataLayout, scenario: str, session_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each session's available actions, from its first dependency graph that names any."""
+    paths = _existing(layout.records, [f"{scenario}.{s}" for s in session_ids])
+    if not paths:
+        return {}
+    table = _read_session_files(paths, ["seq", "available_actions"],
+                                "d.kind = 'dependency_graph' AND len(d.available_actions) > 0")
+    first = table.take(pc.sort_indices(table, [(SESSION_KEY, "ascending"), ("seq", "ascending")]))
+    actions: dict[str, list[str]] = {}
+    for key, names in zip(first.column(SESSION_KEY).to_pylist(), first.column("available_actions").to_pylist()):
+        actions.setdefault(split_session_key(key)[1], list(names))
+    return actions
+
+
 def build_model_for_scenario(
     layout: DataLayout,
     scenario: str,

@@ -4,7 +4,7 @@ import statistics
 
 import dagster as dg
 
-from ..core.datasets import EVAL, TRAIN, DatasetConfig, chat_format_problems
+from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, SOURCES, TRAIN, DatasetConfig, chat_format_problems
 from ..training.dataset_store import build_scenario_datasets
 from .episodes import EPISODES
 from .metadata import markdown_table
@@ -17,10 +17,13 @@ ENOUGH_ROWS_CHECK = dg.AssetCheckSpec("enough_training_rows", asset=SFT_DATASET)
 
 
 class DatasetBuildConfig(dg.Config):
-    """Share of sessions held out for evaluation (by a hash of the session id), and the fewest SFT
-    training rows worth training an adapter on (fewer: the adapter is skipped, not failed)."""
+    """Share of sessions held out for evaluation (by a hash of the session id); the sources the
+    adapter trains on (`task_decision`, `llm_decision`, and the reference `worker_task`,
+    `worker_decision_sequence`; the dataset always holds all of them); and the fewest training rows
+    of those sources worth training on (fewer: the adapter is skipped, not failed)."""
 
     eval_fraction: float = 0.2
+    train_on: list[str] = list(DEFAULT_TRAIN_ON)
     min_train_rows: int = 20
 
 
@@ -45,24 +48,32 @@ def sft_dataset(context: dg.AssetExecutionContext, config: DatasetBuildConfig, s
     tokenizer = AutoTokenizer.from_pretrained(base_model.resolve().path)
     scenario = context.partition_key
     built = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=config.eval_fraction),
-                                    config.min_train_rows)
+                                    config.min_train_rows, tuple(config.train_on))
     sft, dpo = built.rows.sft, built.rows.dpo
-    lengths = token_lengths(tokenizer, sft[TRAIN] + sft[EVAL])
+    lengths = token_lengths(tokenizer, [r for r in sft[TRAIN] if r["source"] in config.train_on])
     problems = chat_format_problems(sft[TRAIN] + sft[EVAL])
-    train_rows = len(sft[TRAIN])
-    preview = [(r["learn_model"], r["prompt"].replace("\n", " ")[:80], r["chosen"][:80]) for r in sft[TRAIN][:5]]
+    train_rows = built.manifest["train_on_rows"]
+    by_source = built.manifest["rows_by_source"]
+    preview = [(r["source"], r["prompt"].replace("\n", " ")[:90], r["chosen"][:60], r["count"], f"{r['agreement']:.2f}")
+               for source in SOURCES for r in [x for x in sft[TRAIN] if x["source"] == source][:2]]
+    unseen = sum(r["unseen_context"] for r in sft[EVAL])
     return dg.MaterializeResult(
         asset_key=SFT_DATASET,
         metadata={
-            "dagster/row_count": train_rows + len(sft[EVAL]),
-            "sft_train_rows": train_rows,
+            "dagster/row_count": len(sft[TRAIN]) + len(sft[EVAL]),
+            "train_on": ", ".join(config.train_on),
+            "train_on_rows": train_rows,
+            "sft_train_rows": len(sft[TRAIN]),
             "sft_eval_rows": len(sft[EVAL]),
+            "eval_rows_unseen_context": unseen,
+            "rows_by_source": markdown_table(
+                ["source", "train", "eval"], [(s, by_source[TRAIN][s], by_source[EVAL][s]) for s in SOURCES]),
             "dpo_train_rows": len(dpo[TRAIN]),
             "dpo_eval_rows": len(dpo[EVAL]),
             "duplicates_removed": dg.MetadataValue.json(built.rows.duplicates),
             "eval_sessions": dg.MetadataValue.json(built.rows.eval_sessions),
             "token_lengths": dg.MetadataValue.json(_distribution(lengths)),
-            "preview": markdown_table(["learn model", "prompt", "chosen"], preview),
+            "preview": markdown_table(["source", "prompt", "chosen", "count", "agreement"], preview),
             "dataset_path": dg.MetadataValue.path(str(built.path)),
         },
         check_results=[
@@ -74,7 +85,7 @@ def sft_dataset(context: dg.AssetExecutionContext, config: DatasetBuildConfig, s
             dg.AssetCheckResult(
                 asset_key=SFT_DATASET, check_name=ENOUGH_ROWS_CHECK.name,
                 passed=train_rows >= config.min_train_rows, severity=dg.AssetCheckSeverity.WARN,
-                metadata={"train_rows": train_rows, "min_train_rows": config.min_train_rows},
+                metadata={"train_on_rows": train_rows, "min_train_rows": config.min_train_rows},
             ),
         ],
     )

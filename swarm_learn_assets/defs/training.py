@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..core.atomic import write_json, write_text
+from ..core.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
 from ..training.lora import LoraSettings
 from ..training.registry import AdapterRegistry
 from ..training.train_job import ERROR_FILE
@@ -25,8 +26,10 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
 
 
 class LoraConfig(dg.Config):
-    """LoRA hyperparameters (the reference LoraTrainerConfig; defaults from `LoraSettings`) and
-    evaluation limits."""
+    """LoRA hyperparameters (the reference LoraTrainerConfig; defaults from `LoraSettings`),
+    evaluation limits, and the gate: the adapter is applied only when its exact match on the trained
+    sources reaches `min_exact_match` and a one-sided sign test puts it above the base model and the
+    applied adapter at `gate_alpha`."""
 
     rank: int = LoraSettings.rank
     alpha: float = LoraSettings.alpha
@@ -40,11 +43,16 @@ class LoraConfig(dg.Config):
     seed: int = LoraSettings.seed
     max_eval_rows: int = 200
     max_new_tokens: int = 64
+    min_exact_match: float = DEFAULT_MIN_EXACT_MATCH
+    gate_alpha: float = DEFAULT_GATE_ALPHA
 
     def settings(self) -> LoraSettings:
         return LoraSettings(self.rank, self.alpha, self.dropout, tuple(self.target_modules), self.epochs,
                             self.batch_size, self.gradient_accumulation, self.learning_rate, self.max_seq_length,
                             self.seed)
+
+    def gate(self) -> GateSettings:
+        return GateSettings(self.min_exact_match, self.gate_alpha)
 
 
 def loss_curve_markdown(steps: list[dict]) -> str:
@@ -78,6 +86,17 @@ def training_failure(scenario: str, version_dir: Path, error: str) -> str:
     return f"training the {scenario} adapter ({version_dir.name}) failed: {cause}"
 
 
+def eval_lines(scores: dict) -> str:
+    """One markdown line per slice of the eval (all rows, each source, unseen contexts)."""
+    def cell(part: dict | None) -> str:
+        return "-" if part is None else f"{part['exact_match']:.3f} / {part['valid']:.3f}"
+
+    slices = [("all", {"rows": scores["rows"], **scores["models"]}), *scores["by_source"].items(),
+              ("unseen contexts", scores["unseen_context"])]
+    return "\n".join(f"  - {name} ({part['rows']} rows): base {cell(part['base'])}, adapter {cell(part['adapter'])}, "
+                     f"applied {cell(part.get('applied'))}" for name, part in slices)
+
+
 def model_card(scenario: str, version: str, lineage: dict, metrics: dict, scores: dict) -> str:
     base = lineage["base_model"]
     return f"""---
@@ -97,9 +116,10 @@ episodes (SFT), evaluated on held-out sessions.
 * **Sessions:** {len(lineage['train_sessions'])} for training, eval sessions: {', '.join(lineage['eval_sessions']) or 'none'}
 * **Training:** {metrics['train_rows']} rows, final loss {metrics['final_loss']:.4f}, {metrics['tokens_per_second']:.0f} tokens/s,
   {metrics['seconds']:.1f} s, autocast {metrics['autocast']}; config `{json.dumps(lineage['config'], sort_keys=True)}`
-* **Eval** ({scores['rows']} rows, greedy decoding, exact match of the action sequence):
-  base {scores['base']['exact_match']:.3f} / adapter {scores['adapter']['exact_match']:.3f};
-  valid action lists: base {scores['base']['valid_sequence']:.3f} / adapter {scores['adapter']['valid_sequence']:.3f}
+* **Trained on:** {', '.join(lineage['train_on'])}
+* **Eval** ({scores['rows']} rows of held-out sessions, greedy decoding; exact match / valid answers):
+{eval_lines(scores)}
+* **Gate:** {'passed' if scores['gate']['passed'] else 'failed'}: {'; '.join(scores['gate']['reasons'])}
 
 Serve it with vLLM (`--enable-lora`, runtime loading) or convert it with llama.cpp's
 `convert_lora_to_gguf.py` and start `llama-server --lora <file>`.
@@ -132,8 +152,8 @@ def lora_adapter(
     dataset = layout.dataset_dir(scenario)
     manifest = json.loads((dataset / "manifest.json").read_text())
     if not manifest["trainable"]:
-        reason = (f"skipped: {manifest['sft']['train']['rows']} SFT training rows, fewer than the configured "
-                  f"minimum of {manifest['min_train_rows']}")
+        reason = (f"skipped: {manifest['train_on_rows']} training rows of {', '.join(manifest['train_on'])}, fewer "
+                  f"than the configured minimum of {manifest['min_train_rows']}")
         context.log.warning(f"{scenario}: {reason}")
         yield dg.AssetObservation(asset_key=LORA_ADAPTER, partition=scenario, metadata={"skipped": reason})
         return
@@ -142,6 +162,7 @@ def lora_adapter(
     applied = registry.current
     version = registry.new_version_dir()
     settings = config.settings()
+    gate = config.gate()
     try:
         pipes_subprocess_client.run(
             command=[sys.executable, "-m", "swarm_learn_assets.training.train_job"],
@@ -149,9 +170,10 @@ def lora_adapter(
             env=OFFLINE_ENV,
             extras={"job": {
                 "dataset": str(dataset / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
-                "output_dir": str(version.path),
+                "output_dir": str(version.path), "train_on": manifest["train_on"],
                 "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
                 "max_eval_rows": config.max_eval_rows, "max_new_tokens": config.max_new_tokens,
+                "gate": gate.__dict__, "applied_dir": str(applied.path) if applied else None,
                 "eval_sessions": manifest["eval_sessions"],
             }},
         )
@@ -166,15 +188,18 @@ def lora_adapter(
         "dataset": {"path": str(dataset), "train_sha256": manifest["sft"]["train"]["sha256"],
                     "eval_sha256": manifest["sft"]["eval"]["sha256"], "train_rows": manifest["sft"]["train"]["rows"],
                     "eval_rows": manifest["sft"]["eval"]["rows"]},
+        "train_on": manifest["train_on"],
         "train_sessions": manifest["train_sessions"], "eval_sessions": manifest["eval_sessions"],
-        "config": config.model_dump(), "eval": {k: scores[k] for k in ("rows", "base", "adapter")},
+        "config": config.model_dump(),
+        "eval": {k: scores[k] for k in ("rows", "models", "by_source", "unseen_context", "gate")},
+        "applied_before": applied.version if applied else None,
         "run_id": context.run.run_id,
     }
     write_json(lineage, version.path / "lineage.json")
     write_text(model_card(scenario, version.version, lineage, metrics, scores), version.path / "README.md")
-    adapter, base = scores["adapter"]["exact_match"], scores["base"]["exact_match"]
-    applied_score = applied.exact_match if applied is not None else None
-    beats = adapter > base and (applied_score is None or adapter > applied_score)
+    models, verdict = scores["models"], scores["gate"]
+    source_scores = {f"eval_exact_match_{source}": part["adapter"]["exact_match"]
+                     for source, part in scores["by_source"].items()}
     yield dg.MaterializeResult(
         asset_key=LORA_ADAPTER,
         metadata={
@@ -183,18 +208,28 @@ def lora_adapter(
             "tokens_per_second": round(metrics["tokens_per_second"], 1),
             "training_seconds": round(metrics["seconds"], 1),
             "loss_curve": dg.MetadataValue.md(loss_curve_markdown(metrics["steps"])),
-            "eval_exact_match_adapter": adapter,
-            "eval_exact_match_base": base,
-            "eval_valid_sequence_adapter": scores["adapter"]["valid_sequence"],
+            "eval_exact_match_adapter": models["adapter"]["exact_match"],
+            "eval_exact_match_base": models["base"]["exact_match"],
+            "eval_exact_match_applied": models["applied"]["exact_match"] if models["applied"] else "none",
+            "eval_valid_adapter": models["adapter"]["valid"],
+            **source_scores,
+            "eval_exact_match_unseen_context": scores["unseen_context"]["adapter"]["exact_match"],
             "eval_rows": scores["rows"],
+            "eval": dg.MetadataValue.md(eval_lines(scores)),
+            "gate_passed": verdict["passed"],
+            "trained_on": ", ".join(manifest["train_on"]),
             "trained_sessions": dg.MetadataValue.json(manifest["train_sessions"]),
             "base_model": model.model_id,
             "adapter_path": dg.MetadataValue.path(str(version.path)),
         },
         check_results=[dg.AssetCheckResult(
-            asset_key=LORA_ADAPTER, check_name=BEATS_CHECK.name, passed=beats,
-            metadata={"adapter": adapter, "base": base,
-                      "applied": "none" if applied is None else f"{applied.version}: {applied_score}",
+            asset_key=LORA_ADAPTER, check_name=BEATS_CHECK.name, passed=verdict["passed"],
+            description="; ".join(verdict["reasons"]),
+            metadata={"adapter": models["adapter"]["exact_match"], "base": models["base"]["exact_match"],
+                      "applied": "none" if applied is None else f"{applied.version}: {models['applied']['exact_match']}",
+                      "p_vs_base": verdict["p_vs_base"],
+                      "p_vs_applied": "none" if verdict["p_vs_applied"] is None else verdict["p_vs_applied"],
+                      "min_exact_match": gate.min_exact_match, "gate_alpha": gate.alpha,
                       "version": version.version},
         )],
     )
@@ -206,22 +241,33 @@ def lora_adapter(
     deps=[LORA_ADAPTER],
     group_name="training",
     kinds={"lora"},
-    description="The adapter version the swarm uses; moved only after the blocking check passed.",
+    description="The adapter version the swarm uses: the newest version that passed its gate, never "
+                "just the newest folder on disk.",
 )
 def applied_adapter(
     context: dg.AssetExecutionContext, swarm_data: SwarmData, adapter_serving: AdapterServing
 ) -> dg.MaterializeResult:
     scenario = context.partition_key
     registry = AdapterRegistry(swarm_data.layout.adapters_root, scenario)
-    newest = registry.versions()[-1]
+    current, candidate = registry.current, registry.newest_passed()
+    if candidate is None or (current is not None and int(candidate.version[1:]) <= int(current.version[1:])):
+        newest = registry.versions()[-1].version if registry.versions() else "none"
+        reason = ("no version has passed its gate" if candidate is None
+                  else f"no version newer than the applied {current.version} has passed its gate")
+        context.log.info(f"{scenario}: nothing applied: {reason} (newest version: {newest})")
+        return dg.MaterializeResult(metadata={
+            "version": current.version if current else "none", "changed": False, "reason": reason,
+            "newest_version": newest, "history": dg.MetadataValue.json(registry.history()),
+        })
     applicator = adapter_serving.make()
-    previous = registry.apply(newest.version, applicator)
-    context.log.info(f"{scenario}: applied {newest.version} via {applicator.name} (previous: {previous or 'none'})")
+    previous = registry.apply(candidate.version, applicator)
+    context.log.info(f"{scenario}: applied {candidate.version} via {applicator.name} (previous: {previous or 'none'})")
     return dg.MaterializeResult(metadata={
-        "version": newest.version,
+        "version": candidate.version,
+        "changed": True,
         "previous": previous or "none",
         "applicator": applicator.name,
-        "exact_match": newest.exact_match,
+        "exact_match": candidate.exact_match,
         "history": dg.MetadataValue.json(registry.history()),
         "current_file": dg.MetadataValue.path(str(registry.root / "current")),
     })

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from swarm_learn_assets.core.atomic import write_parquet
 from swarm_learn_assets.core.names import validate_name
+from swarm_learn_assets.core.prompts import DECIDE_CALL_TYPE, decide_prompt, decide_response
 from swarm_learn_assets.core.schema import COLUMNS, DONE, SCHEMA, TICK_END, TICK_START
 
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: fixed, so output never depends on when it ran.
@@ -83,36 +84,56 @@ ACTION_MEDIAN_MS: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True)
-class Context:
-    """A task's symptom, the host it concerns, and the hidden action order that fixes it."""
+HOSTS_PER_FAMILY = 16  # targets a symptom family is applied to, drawn per task
 
-    symptom: str
-    target: str
+
+@dataclass(frozen=True)
+class Family:
+    """A kind of incident (`disk full on {host}`), the hosts it strikes (`db-1`…`db-16`), and the
+    hidden action order that fixes it. The order depends on the family only, never on the host, so
+    a model that learned a family answers for hosts it never saw."""
+
+    template: str
+    host_stem: str
     order: tuple[str, ...]
 
     @cached_property
     def slug(self) -> str:
-        return "-".join("".join(c if c.isalnum() else " " for c in self.symptom.lower()).split())
+        text = self.template.replace("{host}", self.host_stem)
+        return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+    def on(self, host_number: int) -> Context:
+        host = f"{self.host_stem}-{host_number}"
+        return Context(self.template.format(host=host), host, self.order, self.slug)
+
+
+@dataclass(frozen=True)
+class Context:
+    """A task's symptom on one host, the host, the hidden order, and the family it belongs to."""
+
+    symptom: str
+    target: str
+    order: tuple[str, ...]
+    family: str
 
 
 @dataclass(frozen=True)
 class ScenarioSpec:
-    """A scenario's action vocabulary, split like the dependency graph splits it, and its contexts."""
+    """A scenario's action vocabulary, split like the dependency graph splits it, and its families."""
 
     name: str
     discover: tuple[str, ...]
     not_discover: tuple[str, ...]
-    contexts: tuple[Context, ...]
+    families: tuple[Family, ...]
 
     @property
     def actions(self) -> tuple[str, ...]:
         return self.discover + self.not_discover
 
 
-def _ctx(symptom: str, target: str, order: str) -> Context:
+def _family(template: str, host_stem: str, order: str) -> Family:
     """Catalogue shorthand: the order as space-separated action names."""
-    return Context(symptom, target, tuple(order.split()))
+    return Family(template, host_stem, tuple(order.split()))
 
 
 CATALOGUE: tuple[ScenarioSpec, ...] = (
@@ -121,11 +142,11 @@ CATALOGUE: tuple[ScenarioSpec, ...] = (
         ("CheckStatus", "ReadLogs", "AnalyzeMetrics", "Diagnose"),
         ("ClearCache", "Restart", "ScaleUp", "Rollback"),
         (
-            _ctx("high latency on api-gateway", "api-gateway", "CheckStatus AnalyzeMetrics Diagnose ScaleUp"),
-            _ctx("memory leak in worker-3", "worker-3", "CheckStatus ReadLogs AnalyzeMetrics Diagnose Restart"),
-            _ctx("5xx errors after release on web-frontend", "web-frontend", "ReadLogs Diagnose Rollback"),
-            _ctx("stale responses from cache-1", "cache-1", "CheckStatus AnalyzeMetrics ClearCache"),
-            _ctx("service down on auth-service", "auth-service", "CheckStatus ReadLogs Restart"),
+            _family("high latency on {host}", "api-gateway", "CheckStatus AnalyzeMetrics Diagnose ScaleUp"),
+            _family("memory leak in {host}", "worker", "CheckStatus ReadLogs AnalyzeMetrics Diagnose Restart"),
+            _family("5xx errors after release on {host}", "web-frontend", "ReadLogs Diagnose Rollback"),
+            _family("stale responses from {host}", "cache", "CheckStatus AnalyzeMetrics ClearCache"),
+            _family("service down on {host}", "auth-service", "CheckStatus ReadLogs Restart"),
         ),
     ),
     ScenarioSpec(
@@ -133,12 +154,12 @@ CATALOGUE: tuple[ScenarioSpec, ...] = (
         ("CheckStatus", "ReadConfig", "RunTests", "AnalyzeMetrics"),
         ("Deploy", "Canary", "Promote", "Rollback"),
         (
-            _ctx("new release of payments-api", "payments-api", "RunTests Deploy AnalyzeMetrics Promote"),
-            _ctx("config change for search-service", "search-service", "ReadConfig RunTests Canary Promote"),
-            _ctx("error spike during rollout of checkout", "checkout", "CheckStatus AnalyzeMetrics Rollback"),
-            _ctx("hotfix for login-service", "login-service", "RunTests Canary AnalyzeMetrics Promote"),
-            _ctx("canary degraded on recommendations", "recommendations", "AnalyzeMetrics Rollback CheckStatus"),
-            _ctx("first deploy of billing-worker", "billing-worker", "ReadConfig RunTests Deploy CheckStatus Promote"),
+            _family("new release of {host}", "payments-api", "RunTests Deploy AnalyzeMetrics Promote"),
+            _family("config change for {host}", "search-service", "ReadConfig RunTests Canary Promote"),
+            _family("error spike during rollout of {host}", "checkout", "CheckStatus AnalyzeMetrics Rollback"),
+            _family("hotfix for {host}", "login-service", "RunTests Canary AnalyzeMetrics Promote"),
+            _family("canary degraded on {host}", "recommendations", "AnalyzeMetrics Rollback CheckStatus"),
+            _family("first deploy of {host}", "billing-worker", "ReadConfig RunTests Deploy CheckStatus Promote"),
         ),
     ),
     ScenarioSpec(
@@ -146,11 +167,11 @@ CATALOGUE: tuple[ScenarioSpec, ...] = (
         ("CheckStatus", "ReadLogs", "CheckReplication", "AnalyzeQueries"),
         ("KillQueries", "FreeDisk", "Failover", "RestoreBackup"),
         (
-            _ctx("disk full on db-1", "db-1", "CheckStatus ReadLogs FreeDisk"),
-            _ctx("replication lag on db-replica-2", "db-replica-2", "CheckReplication AnalyzeQueries KillQueries"),
-            _ctx("primary unreachable on db-primary", "db-primary", "CheckStatus CheckReplication Failover"),
-            _ctx("corrupted table on db-3", "db-3", "ReadLogs CheckStatus RestoreBackup CheckReplication"),
-            _ctx("slow queries on db-analytics", "db-analytics", "CheckStatus AnalyzeQueries KillQueries CheckStatus"),
+            _family("disk full on {host}", "db", "CheckStatus ReadLogs FreeDisk"),
+            _family("replication lag on {host}", "db-replica", "CheckReplication AnalyzeQueries KillQueries"),
+            _family("primary unreachable on {host}", "db-primary", "CheckStatus CheckReplication Failover"),
+            _family("corrupted table on {host}", "db-store", "ReadLogs CheckStatus RestoreBackup CheckReplication"),
+            _family("slow queries on {host}", "db-analytics", "CheckStatus AnalyzeQueries KillQueries CheckStatus"),
         ),
     ),
 )
@@ -301,16 +322,11 @@ def _plan_task(
 
 def _decide_call(d: _Draws, spec: ScenarioSpec, ctx: Context, previous: str | None, action: str) -> _LlmCall:
     """The `decide` LLM call a worker makes before an action; an errored call has no response."""
-    prompt = (
-        f"Current context: {ctx.symptom}\n"
-        f"Available actions: {', '.join(spec.actions)}\n"
-        f"Previous action: {previous or 'none'}\n"
-        "Choose the next action. Answer as JSON with keys action and target."
-    )
+    prompt = decide_prompt(ctx.symptom, spec.actions, previous)
     latency = d.around(180, 0.4)
     if d.chance(P_LLM_ERROR):
         return _LlmCall(prompt, "", latency, "connection reset by peer")
-    return _LlmCall(prompt, json.dumps({"action": action, "target": ctx.target}), latency, None)
+    return _LlmCall(prompt, decide_response(action, ctx.target), latency, None)
 
 
 def _timeout(d: _Draws, task: _Task) -> _Task:
@@ -333,9 +349,10 @@ def _plan_worker(
     tasks: list[_Task] = []
     rows = 0
     while True:
-        ctx = spec.contexts[d.below(len(spec.contexts))]
+        family = spec.families[d.below(len(spec.families))]
+        ctx = family.on(1 + d.below(HOSTS_PER_FAMILY))
         task = _plan_task(
-            d, spec, ctx, skill, f"t-{session_id}-{worker}-{len(tasks) + 1}", f"g-{spec.name}-{ctx.slug}"
+            d, spec, ctx, skill, f"t-{session_id}-{worker}-{len(tasks) + 1}", f"g-{spec.name}-{ctx.family}"
         )
         tasks.append(task)
         rows += task.rows
@@ -472,7 +489,7 @@ def simulate_session(
                 clock += 1
                 call = step.llm
                 out.add(
-                    kind="llm_call", timestamp_ms=clock, worker_id=w, call_type="decide", model=MODEL,
+                    kind="llm_call", timestamp_ms=clock, worker_id=w, call_type=DECIDE_CALL_TYPE, model=MODEL,
                     prompt=call.prompt, response=call.response, endpoint=ENDPOINT, latency_ms=call.latency_ms,
                     error=call.error,
                 )  # fmt: skip

@@ -19,8 +19,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..core.atomic import write_json
-from ..core.datasets import EVAL, TRAIN, DatasetConfig, TrainingRows, build_training_rows
+from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, SOURCES, TRAIN, DatasetConfig, TrainingRows, build_training_rows
 from ..core.layout import DataLayout
+from ..core.stages import read_decision_records, read_session_actions
 
 SFT, DPO = "sft", "dpo"
 
@@ -30,9 +31,11 @@ def _features(with_messages: bool) -> Any:
 
     text = Value("string")
     fields = {"system": text, "prompt": text, "chosen": text, "rejected": text, "format": text,
-              "episode_id": text, "outcome_score": Value("float64"), "learn_model": text, "session_id": text}
+              "episode_id": text, "outcome_score": Value("float64"), "learn_model": text, "session_id": text,
+              "source": text, "context": text}
     if with_messages:
-        fields["messages"] = [{"role": text, "content": text}]
+        fields.update({"messages": [{"role": text, "content": text}], "count": Value("int64"),
+                       "agreement": Value("float64"), "unseen_context": Value("bool")})
     return Features(fields)
 
 
@@ -70,19 +73,30 @@ def read_scenario_episodes(layout: DataLayout, scenario: str) -> list[dict[str, 
 
 
 def build_scenario_datasets(
-    layout: DataLayout, scenario: str, config: DatasetConfig = DatasetConfig(), min_train_rows: int = 1
+    layout: DataLayout, scenario: str, config: DatasetConfig = DatasetConfig(), min_train_rows: int = 1,
+    train_on: tuple[str, ...] = DEFAULT_TRAIN_ON,
 ) -> ScenarioDatasets:
-    """episodes/<scenario>/* → datasets/<scenario>/{sft,dpo}/ + manifest.json, replaced as a whole.
-    The manifest says whether there are enough SFT training rows to train on (`trainable`)."""
+    """episodes/ and records/ of a scenario → datasets/<scenario>/{sft,dpo}/ + manifest.json, replaced
+    as a whole. The manifest names the sources the adapter trains on (`train_on`) and says whether
+    they hold enough training rows (`trainable`)."""
     from datasets import Dataset, DatasetDict
 
-    rows = build_training_rows(read_scenario_episodes(layout, scenario), config)
+    unknown = sorted(set(train_on) - set(SOURCES))
+    if unknown or not train_on:
+        raise ValueError(f"train_on {list(train_on)}: expected one or more of {', '.join(SOURCES)}")
+    episodes = read_scenario_episodes(layout, scenario)
+    sessions = sorted({e["session_id"] for e in episodes})
+    rows = build_training_rows(episodes, config, read_decision_records(layout, scenario, sessions),
+                               read_session_actions(layout, scenario, sessions))
     target = layout.dataset_dir(scenario)
     target.mkdir(parents=True, exist_ok=True)
+    per_source = {part: {s: sum(r["source"] == s for r in rows.sft[part]) for s in SOURCES} for part in (TRAIN, EVAL)}
+    train_rows = sum(per_source[TRAIN][s] for s in train_on)
     manifest: dict[str, Any] = {"scenario": scenario, "eval_fraction": config.eval_fraction,
                                 "eval_sessions": rows.eval_sessions, "train_sessions": rows.train_sessions,
                                 "duplicates_removed": rows.duplicates, "min_train_rows": min_train_rows,
-                                "trainable": len(rows.sft[TRAIN]) >= min_train_rows}
+                                "train_on": list(train_on), "rows_by_source": per_source,
+                                "train_on_rows": train_rows, "trainable": train_rows >= min_train_rows}
     for name, table in ((SFT, rows.sft), (DPO, rows.dpo)):
         features = _features(with_messages=name == SFT)
         # from_dict: from_list cannot build an empty split (no rows to take the columns from)

@@ -11,14 +11,14 @@ import json
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.datasets import response_actions
+from ..core.gate import GateSettings, decide_gate
+from ..core.prompts import Score, score_answer
 
 # Attention and MLP projections of Llama-family models. Never embeddings or lm_head: adapters on
 # them cannot be converted to GGUF for llama.cpp.
@@ -213,28 +213,16 @@ def _set_base_model_name(config_file: Path, model_id: str) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-_AVAILABLE = re.compile(r"Available actions: (.*)")
+def score_rows(rows: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[Score]:
+    """Each answer scored against its row's reference (exact match, valid) by the one prompt module."""
+    return [score_answer(r["prompt"], r["chosen"], a) for r, a in zip(rows, answers)]
 
 
-def _allowed_actions(prompt: str) -> set[str] | None:
-    match = _AVAILABLE.search(prompt)
-    return None if match is None else {a.strip() for a in match.group(1).split(",")}
-
-
-def score_responses(rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> dict[str, float]:
-    """Exact match of the generated action sequence with the reference, and the share of responses
-    that are a valid action list (parseable, only actions the prompt offered)."""
-    exact = valid = 0
-    for row, text in zip(rows, responses):
-        generated = response_actions(text)
-        if generated is None:
-            continue
-        allowed = _allowed_actions(row["prompt"])
-        if allowed is None or set(generated) <= allowed:
-            valid += 1
-        exact += generated == response_actions(row["chosen"])
-    n = len(rows)
-    return {"exact_match": exact / n if n else 0.0, "valid_sequence": valid / n if n else 0.0}
+def summarise_scores(scores: Sequence[Score]) -> dict[str, float]:
+    """`{exact_match, valid}` as shares of the rows (0 for none)."""
+    n = len(scores)
+    return {"exact_match": sum(s.exact for s in scores) / n if n else 0.0,
+            "valid": sum(s.valid for s in scores) / n if n else 0.0}
 
 
 def generate(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
@@ -262,10 +250,20 @@ def generate(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new
     return out
 
 
-def evaluate_adapter(
-    model_dir: Path, adapter_dir: Path, rows: Sequence[dict[str, Any]], max_new_tokens: int = 64
+APPLIED = "applied"
+
+
+def evaluate_models(
+    model_dir: Path,
+    adapter_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    applied_dir: Path | None = None,
+    gate: GateSettings = GateSettings(),
+    max_new_tokens: int = 64,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Base model vs adapter on the same eval rows: exact match and valid-sequence share."""
+    """Base model, new adapter and (when given) the applied adapter answer the same eval rows in one
+    process; returns `eval.json` (DESIGN §8) with the gate's verdict on these rows."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -275,24 +273,41 @@ def evaluate_adapter(
     tokenizer.padding_side = "left"
     base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, torch_dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir)
+    if applied_dir is not None:
+        model.load_adapter(str(applied_dir), adapter_name=APPLIED)
     if torch.cuda.is_available():
         model.to("cuda")
+    # An answer longer than every reference cannot match one: stop generating soon after.
+    longest = max((len(tokenizer(r["chosen"])["input_ids"]) for r in rows), default=0)
+    budget = max(1, min(max_new_tokens, longest + 8))
+    started = time.perf_counter()
+    answers: dict[str, list[str]] = {}
     with model.disable_adapter():
-        base_answers = generate(model, tokenizer, rows, max_new_tokens)
-    adapter_answers = generate(model, tokenizer, rows, max_new_tokens)
-    by_model: dict[str, Any] = {}
-    for name in sorted({r.get("learn_model") or "" for r in rows}):
-        picked = [i for i, r in enumerate(rows) if (r.get("learn_model") or "") == name]
-        by_model[name] = {
-            "rows": len(picked),
-            "base": score_responses([rows[i] for i in picked], [base_answers[i] for i in picked]),
-            "adapter": score_responses([rows[i] for i in picked], [adapter_answers[i] for i in picked]),
-        }
+        answers["base"] = generate(model, tokenizer, rows, budget)
+    answers["adapter"] = generate(model, tokenizer, rows, budget)
+    if applied_dir is not None:
+        model.set_adapter(APPLIED)
+        answers[APPLIED] = generate(model, tokenizer, rows, budget)
+    log(f"evaluated {len(answers)} models on {len(rows)} rows in {time.perf_counter() - started:.1f} s "
+        f"(up to {budget} new tokens)")
+    scored = {name: score_rows(rows, texts) for name, texts in answers.items()}
+
+    def table(picked: list[int]) -> dict[str, Any]:
+        out: dict[str, Any] = {name: summarise_scores([scored[name][i] for i in picked]) for name in scored}
+        return {"rows": len(picked), **out, APPLIED: out.get(APPLIED)}
+
+    everything = list(range(len(rows)))
+    exact = {name: [s.exact for s in scores] for name, scores in scored.items()}
+    verdict = decide_gate(exact["adapter"], exact["base"], exact.get(APPLIED), gate)
+    by_source = {source: table([i for i in everything if rows[i]["source"] == source])
+                 for source in sorted({r["source"] for r in rows})}
     return {
         "rows": len(rows),
-        "base": score_responses(rows, base_answers),
-        "adapter": score_responses(rows, adapter_answers),
-        "by_learn_model": by_model,
-        "examples": [{"prompt": r["prompt"], "expected": r["chosen"], "base": b, "adapter": a}
-                     for r, b, a in list(zip(rows, base_answers, adapter_answers))[:5]],
+        "models": {k: v for k, v in table(everything).items() if k != "rows"},
+        "by_source": by_source,
+        "unseen_context": table([i for i in everything if rows[i].get("unseen_context")]),
+        "gate": {**verdict.to_json(), "min_exact_match": gate.min_exact_match, "alpha": gate.alpha},
+        "examples": [{"source": r["source"], "prompt": r["prompt"], "expected": r["chosen"],
+                      **{name: answers[name][i] for name in answers}}
+                     for i, r in list(enumerate(rows))[:5]],
     }

@@ -42,8 +42,15 @@ class AdapterVersion:
 
     @property
     def exact_match(self) -> float | None:
+        """The adapter's exact match on the eval rows of the sources it was trained on."""
         scores = self.eval
-        return None if scores is None else scores["adapter"]["exact_match"]
+        return None if scores is None else scores["models"]["adapter"]["exact_match"]
+
+    @property
+    def passed_gate(self) -> bool:
+        """Whether this version passed its gate (recorded in its `eval.json` when it was evaluated)."""
+        scores = self.eval
+        return bool(scores and scores.get("gate", {}).get("passed"))
 
 
 class AdapterRegistry:
@@ -69,6 +76,10 @@ class AdapterRegistry:
             known = ", ".join(v.version for v in self.versions()) or "none"
             raise RegistryError(f"scenario {self.scenario}: no adapter version {version!r}; known: {known}")
         return match
+
+    def newest_passed(self) -> AdapterVersion | None:
+        """The newest version that passed its gate: the only one `applied_adapter` may apply."""
+        return next((v for v in reversed(self.versions()) if v.passed_gate), None)
 
     def new_version_dir(self) -> AdapterVersion:
         """The folder for the next version; numbers never repeat, even after a failed training."""

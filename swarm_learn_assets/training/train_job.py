@@ -14,29 +14,39 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import write_json
-from .lora import LoraSettings, evaluate_adapter, train_lora
+from ..core.datasets import rows_of_sources, sample_eval_rows
+from ..core.gate import GateSettings
+from .lora import LoraSettings, evaluate_models, train_lora
 
 
 def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
-    """Train on the dataset's train split, evaluate base vs adapter on its eval split."""
+    """Train on the `train_on` rows of the dataset's train split; score base, adapter and applied
+    adapter on a capped sample of the same sources' eval rows; write the metrics and `eval.json`."""
     from datasets import load_from_disk
 
     dataset = load_from_disk(job["dataset"])
-    train_rows, eval_rows = list(dataset["train"]), list(dataset["eval"])[: job["max_eval_rows"]]
+    train_rows = rows_of_sources(dataset["train"].to_list(), job["train_on"])
+    eval_rows = sample_eval_rows(rows_of_sources(dataset["eval"].to_list(), job["train_on"]), job["max_eval_rows"])
     out = Path(job["output_dir"])
     settings = LoraSettings(**{**job["settings"], "target_modules": tuple(job["settings"]["target_modules"])})
-    log(f"training on {len(train_rows)} rows from {job['dataset']} with base {job['model_id']}")
+    log(f"training on {len(train_rows)} rows ({', '.join(job['train_on'])}) from {job['dataset']} "
+        f"with base {job['model_id']}")
     result = train_lora(Path(job["model_dir"]), job["model_id"], train_rows, settings, out, log=log)
     write_json(result.to_json(), out / "training_metrics.json")
-    log(f"trained in {result.seconds:.1f} s at {result.tokens_per_second:.0f} tokens/s; evaluating on {len(eval_rows)} rows")
-    scores = evaluate_adapter(Path(job["model_dir"]), out, eval_rows, job["max_new_tokens"]) if eval_rows else {
-        "rows": 0, "base": {"exact_match": 0.0, "valid_sequence": 0.0},
-        "adapter": {"exact_match": 0.0, "valid_sequence": 0.0}, "examples": [],
-    }
+    applied = Path(job["applied_dir"]) if job.get("applied_dir") else None
+    log(f"trained in {result.seconds:.1f} s at {result.tokens_per_second:.0f} tokens/s; evaluating base, adapter"
+        f"{' and applied ' + applied.name if applied else ''} on {len(eval_rows)} rows")
+    scores = evaluate_models(Path(job["model_dir"]), out, eval_rows, applied, GateSettings(**job["gate"]),
+                             job["max_new_tokens"], log=log)
     scores["eval_sessions"] = job["eval_sessions"]
+    scores["applied_version"] = applied.name if applied else None
     write_json(scores, out / "eval.json")
-    log(f"exact match: base {scores['base']['exact_match']:.3f}, adapter {scores['adapter']['exact_match']:.3f}")
-    return {"final_loss": result.final_loss, "tokens_per_second": result.tokens_per_second}
+    models = scores["models"]
+    log(f"exact match: base {models['base']['exact_match']:.3f}, adapter {models['adapter']['exact_match']:.3f}"
+        + (f", applied {models['applied']['exact_match']:.3f}" if models["applied"] else "")
+        + f"; gate {'passed' if scores['gate']['passed'] else 'failed'}: {'; '.join(scores['gate']['reasons'])}")
+    return {"final_loss": result.final_loss, "tokens_per_second": result.tokens_per_second,
+            "gate_passed": scores["gate"]["passed"]}
 
 
 ERROR_FILE = "error.txt"  # the cause of a failed training, for the step's failure message
