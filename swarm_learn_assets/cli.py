@@ -58,15 +58,26 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     )
     for message in refused:
         print(f"refused: {message}", file=sys.stderr)
-    print(format_summary(summarize(root)))
+    _print_status(root)
     print(f"done in {time.perf_counter() - started:.1f}s")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _print_status(root: Path) -> None:
+    """The data table, and the adapter table once any scenario has a dataset or an adapter."""
     from .core.summary import format_summary, summarize
+    from .training.report import adapter_report
 
-    print(format_summary(summarize(_data_root(args))))
+    rows = summarize(root)
+    print(format_summary(rows))
+    trained = [r.scenario for r in rows if (root / "datasets" / r.scenario).is_dir() or (root / "adapters" / r.scenario).is_dir()]
+    if trained:
+        print()
+        print(adapter_report(root, trained))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print_status(_data_root(args))
     return 0
 
 
@@ -82,12 +93,16 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             print(f"no adapters for scenario {args.scenario} under {registry.root}")
             return 0
         current = registry.current
-        print(f"{'':2}{'version':<9}{'adapter EM':>11}{'base EM':>9}{'valid':>7}{'eval rows':>10}  path")
+        print(f"{'':2}{'version':<9}{'adapter EM':>11}{'base EM':>9}{'applied EM':>11}{'valid':>7}{'eval rows':>10}"
+              f"{'gate':>7}  path")
         for v in versions:
             scores = v.eval or {}
+            models = scores["models"]
+            applied = f"{models['applied']['exact_match']:.3f}" if models["applied"] else "-"
             mark = "* " if current is not None and current.version == v.version else "  "
-            print(f"{mark}{v.version:<9}{scores['adapter']['exact_match']:>11.3f}{scores['base']['exact_match']:>9.3f}"
-                  f"{scores['adapter']['valid_sequence']:>7.3f}{scores['rows']:>10}  {v.path}")
+            print(f"{mark}{v.version:<9}{models['adapter']['exact_match']:>11.3f}{models['base']['exact_match']:>9.3f}"
+                  f"{applied:>11}{models['adapter']['valid']:>7.3f}{scores['rows']:>10}"
+                  f"{'passed' if v.passed_gate else 'failed':>7}  {v.path}")
         print(f"applied: {current.version if current else 'none'}; history: {', '.join(registry.history()) or 'empty'}")
         return 0
     applicator = make_applicator(args.applicator, args.url or "")
@@ -154,14 +169,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     layout = DataLayout(root)
     manifest = json.loads((layout.dataset_dir(args.scenario) / "manifest.json").read_text())
     if not manifest["trainable"]:
-        print(f"{args.scenario}: skipped: {manifest['sft']['train']['rows']} SFT training rows, fewer than the "
+        print(f"{args.scenario}: skipped: {manifest['train_on_rows']} training rows, fewer than the "
               f"configured minimum of {manifest['min_train_rows']}")
     else:
         registry = AdapterRegistry(layout.adapters_root, args.scenario)
         newest, current = registry.versions()[-1], registry.current
-        scores = newest.eval
-        print(f"{args.scenario}: trained {newest.version}: exact match {scores['adapter']['exact_match']:.3f} "
-              f"(base {scores['base']['exact_match']:.3f}); applied: {current.version if current else 'none'}")
+        models = newest.eval["models"]
+        print(f"{args.scenario}: trained {newest.version}: exact match {models['adapter']['exact_match']:.3f} "
+              f"(base {models['base']['exact_match']:.3f}); gate {'passed' if newest.passed_gate else 'failed'}; "
+              f"applied: {current.version if current else 'none'}")
     print(f"done in {time.perf_counter() - started:.1f}s")
     return 0
 
@@ -174,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
             "for the swarm's decision LLM, with Dagster.\n\n"
             "Quick start:\n"
             "  swarm-learn simulate --data-root data --scenarios 3 --sessions 20 --seed 7\n"
-            "  swarm-learn materialize --data-root data\n"
-            "  swarm-learn materialize --data-root data --assets sft_dataset,lora_adapter,applied_adapter\n"
+            "  swarm-learn materialize --data-root data   # landing → episodes → … → applied adapter\n"
+            "  swarm-learn materialize --data-root data --assets raw_records,episodes,session_snapshot,scenario_model\n"
             "  swarm-learn adapters list --data-root data --scenario <scenario>\n"
             "  swarm-learn ui --data-root data   # Dagster UI + daemon on http://127.0.0.1:3000"
         ),
@@ -203,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = with_root(sub.add_parser("materialize", help="register landing sessions and materialize assets in-process"))
-    p.add_argument("--assets", help="comma-separated: raw_records,episodes,session_snapshot,scenario_model "
-                                    "(the default) and sft_dataset,lora_adapter,applied_adapter (training)")
+    p.add_argument("--assets", help="comma-separated, default all: raw_records,episodes,session_snapshot,"
+                                    "scenario_model (the data half) and sft_dataset,lora_adapter,applied_adapter "
+                                    "(training, one scenario at a time)")
     p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
     p.set_defaults(func=cmd_materialize)
 

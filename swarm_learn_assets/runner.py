@@ -16,8 +16,8 @@ from .defs.partitions import SCENARIOS, SESSIONS
 SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
 SCENARIO_ASSETS = ("scenario_model",)
 TRAINING_ASSETS = ("sft_dataset", "lora_adapter", "applied_adapter")
-ALL_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)  # the default: the data half; training is opt-in
-KNOWN_ASSETS = (*ALL_ASSETS, *TRAINING_ASSETS)
+DATA_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)
+ALL_ASSETS = (*DATA_ASSETS, *TRAINING_ASSETS)  # what `swarm-learn materialize` runs: landing → applied adapter
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # The run tags with which Dagster's own backfills hand a partition range to one run.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -96,7 +96,7 @@ def _raise_on_failure(result: dg.ExecuteInProcessResult, job_name: str) -> None:
 
 def materialize(
     data_root: Path,
-    assets: Sequence[str] = ALL_ASSETS,
+    assets: Sequence[str] = DATA_ASSETS,
     log_level: str = "INFO",
     on_stage: Callable[[str], None] | None = None,
     scenarios: Sequence[str] | None = None,
@@ -105,9 +105,9 @@ def materialize(
     training assets for `scenarios` only, when given)."""
     from .definitions import defs
 
-    unknown = [a for a in assets if a not in KNOWN_ASSETS]
+    unknown = [a for a in assets if a not in ALL_ASSETS]
     if unknown:
-        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(KNOWN_ASSETS)}")
+        raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(ALL_ASSETS)}")
     os.environ[DATA_ROOT_ENV] = str(data_root)
     instance = prepare_instance()
     sessions, known, refused = register_landing(instance, DataLayout(data_root))

@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 TASK_SYSTEM_PROMPT = "You are an intelligent agent that diagnoses and resolves system issues."
 DECISION_SYSTEM_PROMPT = (
@@ -118,8 +119,7 @@ def is_decide_answer(reference: str) -> bool:
     return reference.lstrip().startswith("{")
 
 
-@dataclass(frozen=True)
-class Score:
+class Score(NamedTuple):
     exact: bool
     valid: bool
 

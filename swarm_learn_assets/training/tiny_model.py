@@ -50,12 +50,20 @@ def build_tiny_model(target: Path, texts: Iterable[str], words: Sequence[str] = 
 
 
 def build_tiny_model_for_data(target: Path, data_root: Path) -> Path:
-    """A tiny model whose tokenizer is trained on the SFT texts of every episode under `data_root`
+    """A tiny model whose tokenizer is trained on the SFT texts of every scenario under `data_root`
     (so prompts and action names tokenize compactly)."""
-    import pyarrow.parquet as pq
-
     from ..core.datasets import DatasetConfig, available_actions, build_training_rows
+    from ..core.layout import DataLayout
+    from ..core.stages import read_decision_records
+    from .dataset_store import read_scenario_episodes
 
-    episodes = [r for f in sorted((Path(data_root) / "episodes").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
-    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0)).sft["train"]
-    return build_tiny_model(target, [m["content"] for r in rows for m in r["messages"]], available_actions(episodes))
+    layout = DataLayout(Path(data_root))
+    texts, actions = [], set()
+    for scenario_dir in sorted((Path(data_root) / "episodes").iterdir()):
+        episodes = read_scenario_episodes(layout, scenario_dir.name)
+        sessions = sorted({e["session_id"] for e in episodes})
+        records = read_decision_records(layout, scenario_dir.name, sessions)
+        rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0), records).sft["train"]
+        texts += [m["content"] for r in rows for m in r["messages"]]
+        actions.update(available_actions(episodes))
+    return build_tiny_model(target, texts, sorted(actions))

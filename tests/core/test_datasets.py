@@ -1,4 +1,5 @@
-"""SFT/DPO rows from episodes: prompts, split stability, duplicates, chat format."""
+"""Training rows from episodes and decide calls: sources, consensus labels, linking, splits, the
+unseen-context flag, eval sampling, chat format."""
 
 from __future__ import annotations
 
@@ -9,27 +10,44 @@ import pytest
 
 from swarm_learn_assets.core.datasets import (
     EVAL,
+    LLM_DECISION,
+    TASK_DECISION,
     TRAIN,
     DatasetConfig,
     build_training_rows,
     chat_format_problems,
+    consensus,
     episode_from_row,
-    response_actions,
+    link_decide_calls,
+    sample_eval_rows,
     split_of,
 )
 from swarm_learn_assets.core.layout import DataLayout
-from swarm_learn_assets.core.learn_models import DECISION_SYSTEM_PROMPT, WORKER_DECISION_SEQUENCE, WORKER_TASK
-from swarm_learn_assets.core.stages import process_sessions
+from swarm_learn_assets.core.learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
+from swarm_learn_assets.core.prompts import DECISION_SYSTEM_PROMPT, parse_decision, parse_sequence
+from swarm_learn_assets.core.stages import process_sessions, read_decision_records, read_session_actions
+
+SYSTEM_EVENTS = ("tick_start", "tick_end", "done")
 
 
 @pytest.fixture(scope="module")
-def episode_rows(tmp_path_factory, small_landing):
+def scenario_data(tmp_path_factory, small_landing):
     root = tmp_path_factory.mktemp("ds")
     shutil.copytree(small_landing / "landing", root / "landing")
     layout = DataLayout(root)
-    keys = [f.key for f in layout.scan_landing()[0] if f.scenario == layout.scan_landing()[0][0].scenario]
+    files = layout.scan_landing()[0]
+    scenario = files[0].scenario
+    keys = [f.key for f in files if f.scenario == scenario]
     process_sessions(layout, keys)
-    return [r for k in keys for r in pq.read_table(layout.episodes(k)).to_pylist()]
+    episodes = [r for k in keys for r in pq.read_table(layout.episodes(k)).to_pylist()]
+    sessions = sorted({e["session_id"] for e in episodes})
+    return (episodes, read_decision_records(layout, scenario, sessions),
+            read_session_actions(layout, scenario, sessions))
+
+
+def _build(scenario_data, eval_fraction=0.5):
+    episodes, records, actions = scenario_data
+    return build_training_rows(episodes, DatasetConfig(eval_fraction=eval_fraction), records, actions)
 
 
 def test_split_is_a_stable_function_of_the_session():
@@ -40,74 +58,174 @@ def test_split_is_a_stable_function_of_the_session():
     assert {split_of(s, 0.0) for s in ids} == {TRAIN} and {split_of(s, 1.0) for s in ids} == {EVAL}
 
 
-def test_sft_rows_are_the_reference_training_data_of_successful_episodes(episode_rows):
-    rows = build_training_rows(episode_rows, DatasetConfig(eval_fraction=0.5))
+def test_every_source_is_present_and_chat_formatted(scenario_data):
+    rows = _build(scenario_data)
     sft = rows.sft[TRAIN] + rows.sft[EVAL]
-    successes = {r["episode_id"] for r in episode_rows if r["outcome"] == "success"}
-    assert sft and {r["episode_id"] for r in sft} <= successes
-    assert {r["learn_model"] for r in sft} == {WORKER_TASK, WORKER_DECISION_SEQUENCE}
+    assert {r["source"] for r in sft} == {TASK_DECISION, LLM_DECISION, WORKER_TASK, WORKER_DECISION_SEQUENCE}
     assert all(r["format"] == "sft" and r["rejected"] is None for r in sft)
     assert chat_format_problems(sft) == []
-    decision = next(r for r in sft if r["learn_model"] == WORKER_DECISION_SEQUENCE)
-    source = next(e for e in episode_rows if e["episode_id"] == decision["episode_id"])
-    assert decision["system"] == DECISION_SYSTEM_PROMPT
-    assert f"Current context: {source['context']}" in decision["prompt"]
-    assert response_actions(decision["chosen"]) == [a for a in source["actions"] if a not in ("tick_start", "tick_end", "done")]
-    assert decision["messages"][-1] == {"role": "assistant", "content": decision["chosen"]}
+    assert all(r["messages"][-1] == {"role": "assistant", "content": r["chosen"]} for r in sft)
 
 
-def test_rows_of_a_session_stay_in_its_split(episode_rows):
-    rows = build_training_rows(episode_rows, DatasetConfig(eval_fraction=0.5))
+def test_task_decision_rows_are_a_successful_tasks_context_and_order(scenario_data):
+    episodes, _, actions = scenario_data
+    rows = _build(scenario_data)
+    by_id = {e["episode_id"]: e for e in episodes}
+    task_rows = [r for r in rows.sft[TRAIN] + rows.sft[EVAL] if r["source"] == TASK_DECISION]
+    assert task_rows
+    for row in task_rows:
+        episode = by_id[row["episode_id"]]
+        assert episode["learn_model"] == WORKER_TASK and episode["outcome"] == "success"
+        assert row["system"] == DECISION_SYSTEM_PROMPT
+        assert row["prompt"].startswith(f"Current context: {episode['context']}\n")
+        # the session's dependency graph lists the actions, in its order; the answer is not in the prompt's order
+        assert f"Available actions: {', '.join(actions[episode['session_id']])}\n" in row["prompt"]
+        assert parse_sequence(row["chosen"]) == [a for a in episode["actions"] if a not in SYSTEM_EVENTS]
+        assert row["context"] == episode["context"]
+
+
+def test_llm_decision_rows_are_recorded_calls_of_successful_tasks(scenario_data):
+    episodes, records, _ = scenario_data
+    rows = _build(scenario_data)
+    by_id = {e["episode_id"]: e for e in episodes}
+    calls = {(r["session_id"], r["prompt"], r["response"]) for r in records if r["kind"] == "llm_call"}
+    decided = [r for r in rows.sft[TRAIN] + rows.sft[EVAL] if r["source"] == LLM_DECISION]
+    assert decided
+    for row in decided:
+        assert by_id[row["episode_id"]]["outcome"] == "success"
+        assert (row["session_id"], row["prompt"], row["chosen"]) in calls  # as the swarm sent and got it
+        assert row["system"] is None and [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert parse_decision(row["chosen"]).target in row["prompt"]
+
+
+def _call(session, worker, seq, response='{"action": "A"}', error=None):
+    return {"session_id": session, "kind": "llm_call", "seq": seq, "worker_id": worker, "call_type": "decide",
+            "prompt": f"p{seq}", "response": response, "error": error}
+
+
+def _action(session, worker, seq):
+    return {"session_id": session, "kind": "action", "seq": seq, "worker_id": worker, "call_type": None,
+            "prompt": None, "response": None, "error": None}
+
+
+def test_a_decide_call_belongs_to_the_task_of_its_workers_next_action():
+    records = [
+        _action("s1", 0, 1), _action("s1", 1, 2),
+        _call("s1", 0, 3), _call("s1", 1, 4),        # interleaved workers
+        _action("s1", 1, 5), _action("s1", 0, 6),    # worker 1 acts first, then worker 0
+        _call("s1", 0, 7, error="connection reset"),  # errored: left out
+        _call("s1", 0, 8, response=""),               # no answer: left out
+        _action("s1", 0, 9),
+        _call("s1", 1, 10),                           # no following action of worker 1: left out
+        _action("s1", 0, 11),
+        _call("s2", 0, 3), _action("s2", 0, 4),       # same seqs, other session
+    ]
+    episodes = [
+        {"episode_id": "e0", "session_id": "s1", "record_seqs": [1, 6, 9]},
+        {"episode_id": "e1", "session_id": "s1", "record_seqs": [2, 5]},
+        {"episode_id": "e2", "session_id": "s2", "record_seqs": [4]},
+    ]
+    linked = sorted((call["session_id"], call["seq"], episode["episode_id"])
+                    for call, episode in link_decide_calls(list(reversed(records)), episodes))
+    assert linked == [("s1", 3, "e0"), ("s1", 4, "e1"), ("s2", 3, "e2")]
+    # a next action that is in no (successful) episode links to nothing, not to a later episode
+    assert link_decide_calls(records, [{"episode_id": "e", "session_id": "s1", "record_seqs": [11]}]) == []
+
+
+def _row(prompt, chosen, score=1.0, source=TASK_DECISION, system="sys", episode="e"):
+    return {"source": source, "system": system, "prompt": prompt, "chosen": chosen, "outcome_score": score,
+            "episode_id": episode}
+
+
+def test_consensus_keeps_the_most_frequent_answer_with_count_and_agreement():
+    rows = [_row("p", "A", episode="1"), _row("p", "B", episode="2"), _row("p", "A", episode="3"),
+            _row("q", "C", episode="4"), _row("p", "A", source=LLM_DECISION, episode="5")]
+    out, folded = consensus(rows)
+    assert folded == 2
+    assert [(r["source"], r["prompt"], r["chosen"], r["count"], r["agreement"], r["episode_id"]) for r in out] == [
+        (TASK_DECISION, "p", "A", 2, pytest.approx(2 / 3), "1"),
+        (TASK_DECISION, "q", "C", 1, 1.0, "4"),
+        (LLM_DECISION, "p", "A", 1, 1.0, "5"),   # another source is another vote
+    ]
+
+
+def test_consensus_ties_go_to_the_higher_mean_score_then_the_lexically_first_answer():
+    by_score, _ = consensus([_row("p", "A", 0.5), _row("p", "B", 1.0), _row("p", "A", 0.5), _row("p", "B", 1.0)])
+    assert by_score[0]["chosen"] == "B" and by_score[0]["agreement"] == 0.5
+    lexical, _ = consensus([_row("p", "Z"), _row("p", "M")])
+    assert lexical[0]["chosen"] == "M" and lexical[0]["count"] == 1
+
+
+def test_rows_of_a_session_stay_in_its_split(scenario_data):
+    episodes, records, actions = scenario_data
+    rows = _build(scenario_data)
     for part in (TRAIN, EVAL):
         sessions = rows.eval_sessions if part == EVAL else rows.train_sessions
         assert {r["session_id"] for r in rows.sft[part]} <= set(sessions)
     assert set(rows.eval_sessions).isdisjoint(rows.train_sessions)
-    # Dropping the other sessions does not move a session between splits.
     one = rows.eval_sessions[0] if rows.eval_sessions else rows.train_sessions[0]
-    alone = build_training_rows([r for r in episode_rows if r["session_id"] == one], DatasetConfig(eval_fraction=0.5))
+    alone = build_training_rows([r for r in episodes if r["session_id"] == one], DatasetConfig(eval_fraction=0.5),
+                                records, actions)
     assert (one in alone.eval_sessions) == (one in rows.eval_sessions)
 
 
-def test_dpo_rows_pair_a_success_with_a_failure_of_the_same_group(episode_rows):
-    rows = build_training_rows(episode_rows, DatasetConfig(eval_fraction=0.0))
+def test_unseen_context_flags_eval_rows_whose_context_no_train_row_has(scenario_data):
+    rows = _build(scenario_data)
+    train_contexts = {r["context"] for r in rows.sft[TRAIN]}
+    assert rows.sft[EVAL], "the fixture holds eval sessions"
+    for row in rows.sft[EVAL]:
+        assert row["unseen_context"] == (row["context"] not in train_contexts)
+    assert any(r["unseen_context"] for r in rows.sft[EVAL]), "hosts are drawn per task: some contexts are new"
+    assert not any(r["unseen_context"] for r in rows.sft[TRAIN])
+
+
+def test_doubled_episodes_only_raise_the_counts(scenario_data):
+    episodes, records, actions = scenario_data
+    once = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0), records, actions)
+    doubled = episodes + [{**r, "episode_id": r["episode_id"] + "x", "session_id": r["session_id"]} for r in episodes]
+    twice = build_training_rows(doubled, DatasetConfig(eval_fraction=0.0), records, actions)
+    task = lambda rows: [r for r in rows.sft[TRAIN] if r["source"] == TASK_DECISION]  # noqa: E731
+    assert [r["prompt"] for r in task(twice)] == [r["prompt"] for r in task(once)]
+    assert [r["count"] for r in task(twice)] == [2 * r["count"] for r in task(once)]
+
+
+def test_dpo_rows_pair_a_success_with_a_failure_of_the_same_group(scenario_data):
+    episodes, records, actions = scenario_data
+    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0), records, actions)
     dpo = rows.dpo[TRAIN]
-    assert dpo, "the simulator repeats tasks under a group_id, so pairs must exist"
-    by_id = {r["episode_id"]: r for r in episode_rows}
+    assert dpo, "the simulator repeats task families under a group_id, so pairs must exist"
+    by_id = {r["episode_id"]: r for r in episodes}
     for row in dpo:
         chosen = by_id[row["episode_id"]]
         assert chosen["outcome"] == "success" and row["format"] == "dpo"
         assert row["chosen"] != row["rejected"] and "messages" not in row
+        assert row["prompt"].startswith(f"Current context: {chosen['context']}\n")
 
 
-def test_exact_duplicates_are_dropped_and_counted(episode_rows):
-    doubled = episode_rows + [{**r, "episode_id": r["episode_id"] + "x"} for r in episode_rows]
-    once = build_training_rows(episode_rows, DatasetConfig(eval_fraction=0.0))
-    twice = build_training_rows(doubled, DatasetConfig(eval_fraction=0.0))
-    assert len(twice.sft[TRAIN]) == len(once.sft[TRAIN])
-    # every row of the copy is a duplicate, plus twice the duplicates the original already had
-    assert twice.duplicates["sft/train"] == len(once.sft[TRAIN]) + 2 * once.duplicates["sft/train"]
+def test_eval_sample_is_shared_between_sources_and_chosen_by_prompt_hash():
+    rows = [_row(f"task {i}", "A", source=TASK_DECISION) for i in range(30)]
+    rows += [_row(f"call {i}", "A", source=LLM_DECISION) for i in range(5)]
+    sample = sample_eval_rows(rows, 12)
+    assert len(sample) == 12
+    assert sum(r["source"] == LLM_DECISION for r in sample) == 5       # the small source keeps all its rows
+    assert [r["prompt"] for r in sample] != [f"task {i}" for i in range(7)]  # not the first N
+    assert sample == sample_eval_rows(list(reversed(rows)), 12)[::-1] or \
+        {r["prompt"] for r in sample} == {r["prompt"] for r in sample_eval_rows(list(reversed(rows)), 12)}
+    assert sample_eval_rows(rows, 100) == rows
 
 
 def test_chat_format_problems_name_the_row():
     good = {"episode_id": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}]}
     empty = {"episode_id": "b", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}
     wrong = {"episode_id": "c", "messages": [{"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}]}
-    problems = chat_format_problems([good, empty, wrong])
-    assert len(problems) == 2 and "row 1 (b)" in problems[0] and "row 2 (c)" in problems[1]
+    alone = {"episode_id": "d", "messages": [{"role": "assistant", "content": "x"}]}
+    problems = chat_format_problems([good, empty, wrong, alone])
+    assert len(problems) == 3 and "row 1 (b)" in problems[0] and "row 2 (c)" in problems[1]
+    assert "row 3 (d)" in problems[2]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Based on the context, the optimal action sequence is: A -> B -> C", ["A", "B", "C"]),
-    ("Execute the following sequence: Check", ["Check"]),
-    ("I would first check the logs", None),
-    ("sequence is: A -> -> B", None),
-])
-def test_response_actions(text, expected):
-    assert response_actions(text) == expected
-
-
-def test_episode_from_row_round_trips_the_learn_model_fields(episode_rows):
-    row = next(r for r in episode_rows if r["learn_model"] == WORKER_TASK)
+def test_episode_from_row_round_trips_the_learn_model_fields(scenario_data):
+    row = next(r for r in scenario_data[0] if r["learn_model"] == WORKER_TASK)
     episode = episode_from_row(row)
     assert episode.id == row["episode_id"] and episode.actions() == row["actions"]
     assert episode.context() == row["context"] and episode.get_group_id() == row["group_id"]

@@ -9,21 +9,25 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from datasets import load_from_disk
+
+from swarm_learn_assets.core.datasets import rows_of_sources, sample_eval_rows
 from swarm_learn_assets.defs.datasets import sft_dataset
 from swarm_learn_assets.defs.resources import AdapterServing, BaseModel, SwarmData
 from swarm_learn_assets.defs.sessions import session_assets
 from swarm_learn_assets.defs.training import applied_adapter, lora_adapter
 from swarm_learn_assets.runner import materialize
 from swarm_learn_assets.simulate import simulate
+from swarm_learn_assets.training.lora import evaluate_models
 from swarm_learn_assets.training.registry import AdapterRegistry
 from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 
 SCENARIO_RUN_CONFIG = {
     "ops": {
-        "sft_dataset": {"config": {"eval_fraction": 0.3, "min_train_rows": 5}},
+        "sft_dataset": {"config": {"eval_fraction": 0.3, "min_train_rows": 5, "train_on": ["task_decision"]}},
         "lora_adapter": {"config": {"rank": 16, "alpha": 64.0, "epochs": 30, "batch_size": 8,
                                     "gradient_accumulation": 1, "learning_rate": 0.01, "max_seq_length": 256,
-                                    "max_new_tokens": 24}},
+                                    "max_new_tokens": 40}},
     }
 }
 
@@ -31,7 +35,7 @@ SCENARIO_RUN_CONFIG = {
 @pytest.fixture
 def trained_setup(tmp_path: Path, monkeypatch):
     root = tmp_path / "data"
-    simulate(root, scenarios=1, sessions=10, seed=3, tasks_per_worker=1)
+    simulate(root, scenarios=1, sessions=12, seed=3, tasks_per_worker=2)
     monkeypatch.setenv("SWARM_LEARN_DATA", str(root))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     _, scenarios, _ = materialize(root, log_level="WARNING")
@@ -39,7 +43,7 @@ def trained_setup(tmp_path: Path, monkeypatch):
     return root, scenarios[0], model_dir
 
 
-def _train(root: Path, scenario: str, model_dir: Path) -> dg.ExecuteInProcessResult:
+def _train(root: Path, scenario: str, model_dir: Path, run_config: dict = SCENARIO_RUN_CONFIG) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [session_assets, sft_dataset, lora_adapter, applied_adapter],
         selection=[sft_dataset, lora_adapter, applied_adapter],
@@ -47,7 +51,7 @@ def _train(root: Path, scenario: str, model_dir: Path) -> dg.ExecuteInProcessRes
         instance=dg.DagsterInstance.get(),
         resources={"swarm_data": SwarmData(data_root=str(root)), "base_model": BaseModel(model=str(model_dir)),
                    "adapter_serving": AdapterServing(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
-        run_config=SCENARIO_RUN_CONFIG,
+        run_config=run_config,
         raise_on_error=False,
     )
 
@@ -56,13 +60,24 @@ def _check(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluat
     return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
 
 
-def test_chain_trains_evaluates_and_applies_then_keeps_a_worse_adapter_unapplied(trained_setup):
+def _with(**lora) -> dict:
+    config = json.loads(json.dumps(SCENARIO_RUN_CONFIG))
+    config["ops"]["lora_adapter"]["config"].update(lora)
+    return config
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_chain_trains_evaluates_gates_and_applies(trained_setup):
     root, scenario, model_dir = trained_setup
     first = _train(root, scenario, model_dir)
     assert first.success
     dataset = root / "datasets" / scenario
     manifest = json.loads((dataset / "manifest.json").read_text())
-    assert manifest["sft"]["train"]["rows"] > 0 and manifest["sft"]["eval"]["rows"] > 0
+    assert manifest["train_on"] == ["task_decision"] and manifest["train_on_rows"] > 0
+    assert manifest["sft"]["eval"]["rows"] > 0
     assert (dataset / "sft" / "train").is_dir() and (dataset / "dpo" / "eval").is_dir()
     assert _check(first, "chat_format_valid").passed
 
@@ -74,25 +89,69 @@ def test_chain_trains_evaluates_and_applies_then_keeps_a_worse_adapter_unapplied
     metrics = json.loads((version / "training_metrics.json").read_text())
     assert metrics["steps"][-1]["loss"] < metrics["steps"][0]["loss"] / 2
     scores = json.loads((version / "eval.json").read_text())
-    assert scores["adapter"]["exact_match"] > scores["base"]["exact_match"]
+    assert set(scores) >= {"rows", "eval_sessions", "models", "by_source", "unseen_context", "gate"}
+    assert set(scores["by_source"]) == {"task_decision"}  # the trained sources only
+    assert scores["rows"] == sum(part["rows"] for part in scores["by_source"].values())
+    assert scores["models"]["applied"] is None and scores["gate"]["p_vs_applied"] is None
+    assert scores["models"]["adapter"]["exact_match"] >= 0.5 > scores["models"]["base"]["exact_match"]
+    assert scores["gate"]["passed"] and scores["gate"]["p_vs_base"] <= 0.05
     assert scores["eval_sessions"] == manifest["eval_sessions"]
     lineage = json.loads((version / "lineage.json").read_text())
     assert lineage["dataset"]["train_sha256"] == manifest["sft"]["train"]["sha256"]
+    assert lineage["eval"]["gate"] == scores["gate"]
     assert lineage["base_model"]["revision"] and str(model_dir.resolve()) in (version / "README.md").read_text()
     assert _check(first, "adapter_beats_applied_and_base").passed
     registry = AdapterRegistry(root / "adapters", scenario)
     assert registry.current.version == "v0001"
-    materialized = {e.asset_key.to_user_string() for e in first.get_asset_materialization_events()}
-    assert materialized == {"sft_dataset", "lora_adapter", "applied_adapter"}
+    assert _materialized(first) == {"sft_dataset", "lora_adapter", "applied_adapter"}
 
-    # The applied adapter now claims a perfect score: the next one cannot beat it.
-    eval_file = version / "eval.json"
-    eval_file.write_text(json.dumps({**scores, "adapter": {"exact_match": 1.0, "valid_sequence": 1.0}}))
-    second = _train(root, scenario, model_dir)
-    assert not _check(second, "adapter_beats_applied_and_base").passed
+    # Worse than the applied adapter (one step at a tiny learning rate): refused. The applied
+    # adapter is re-scored on the current eval rows in the same run.
+    worse = _train(root, scenario, model_dir, _with(epochs=1, learning_rate=1e-6))
+    refused = json.loads((root / "adapters" / scenario / "v0002" / "eval.json").read_text())
+    assert refused["applied_version"] == "v0001" and refused["rows"] == scores["rows"]
+    assert refused["models"]["applied"] == scores["models"]["adapter"]
+    assert refused["models"]["adapter"]["exact_match"] < refused["models"]["applied"]["exact_match"]
+    assert not refused["gate"]["passed"] and refused["gate"]["p_vs_applied"] > 0.05
+    assert not _check(worse, "adapter_beats_applied_and_base").passed
     assert (root / "adapters" / scenario / "v0002" / "adapter_model.safetensors").is_file()  # kept on disk
-    assert registry.current.version == "v0001"  # never applied
-    assert "applied_adapter" not in {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
+    assert registry.current.version == "v0001" and "applied_adapter" not in _materialized(worse)
+
+    # Equal to the applied adapter: no row where they disagree, so no significant win.
+    rows = sample_eval_rows(rows_of_sources(list(load_from_disk(str(dataset / "sft"))["eval"]),
+                                            manifest["train_on"]), 200)
+    equal = evaluate_models(model_dir, version, rows, applied_dir=version, max_new_tokens=40, log=lambda _: None)
+    assert equal["models"]["applied"] == equal["models"]["adapter"] == scores["models"]["adapter"]
+    assert equal["gate"]["p_vs_applied"] == 1.0 and not equal["gate"]["passed"]
+
+    # Materializing applied_adapter alone after failed gates applies nothing: the newest passed
+    # version is the one already applied, whatever the newest folder on disk is.
+    alone = _apply_only(root, scenario, model_dir)
+    assert alone.success and registry.current.version == "v0001" and registry.history() == ["v0001"]
+    metadata = next(iter(alone.get_asset_materialization_events())).materialization.metadata
+    assert metadata["changed"].value is False and "newer than the applied v0001" in metadata["reason"].value
+
+
+def test_better_but_not_significant_is_not_applied_and_nothing_is_applied_alone(trained_setup):
+    root, scenario, model_dir = trained_setup
+    result = _train(root, scenario, model_dir, _with(gate_alpha=1e-30))
+    scores = json.loads((root / "adapters" / scenario / "v0001" / "eval.json").read_text())
+    assert scores["models"]["adapter"]["exact_match"] > scores["models"]["base"]["exact_match"]
+    assert not scores["gate"]["passed"] and scores["gate"]["p_vs_base"] > 1e-30
+    assert any("does not significantly beat the base model" in r for r in scores["gate"]["reasons"])
+    assert not _check(result, "adapter_beats_applied_and_base").passed
+    alone = _apply_only(root, scenario, model_dir)
+    assert alone.success and AdapterRegistry(root / "adapters", scenario).current is None
+    assert not (root / "adapters" / scenario / "current").exists()
+
+
+def _apply_only(root: Path, scenario: str, model_dir: Path) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [session_assets, sft_dataset, lora_adapter, applied_adapter], selection=[applied_adapter],
+        partition_key=scenario, instance=dg.DagsterInstance.get(),
+        resources={"swarm_data": SwarmData(data_root=str(root)), "base_model": BaseModel(model=str(model_dir)),
+                   "adapter_serving": AdapterServing(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+    )
 
 
 def test_too_few_rows_skip_the_adapter_with_a_reason(trained_setup):

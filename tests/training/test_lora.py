@@ -13,8 +13,10 @@ from swarm_learn_assets.training.lora import (
     LoraSettings,
     TrainingError,
     encode_example,
+    first_adapted_layer,
     length_grouped_batches,
-    score_responses,
+    score_rows,
+    summarise_scores,
 )
 from swarm_learn_assets.training.tiny_model import build_tiny_model
 
@@ -78,8 +80,15 @@ def test_scores_count_exact_sequences_and_valid_lists():
         "sequence is: Reboot -> Restart",  # not an offered action
         "I do not know",  # no list
     ]
-    assert score_responses(rows, answers) == {"exact_match": 0.25, "valid_sequence": 0.5}
-    assert score_responses([], []) == {"exact_match": 0.0, "valid_sequence": 0.0}
+    assert summarise_scores(score_rows(rows, answers)) == {"exact_match": 0.25, "valid": 0.5}
+    assert summarise_scores([]) == {"exact_match": 0.0, "valid": 0.0}
+
+
+def test_first_adapted_layer():
+    assert first_adapted_layer(30, 8) == 22
+    assert first_adapted_layer(30, 0) == 0 and first_adapted_layer(30, 30) == 0 and first_adapted_layer(30, 99) == 0
+    with pytest.raises(TrainingError, match="trainable_layers: expected >= 0"):
+        LoraSettings(trainable_layers=-1)
 
 
 def test_a_model_folder_resolves_with_a_weights_revision(tiny: Path):

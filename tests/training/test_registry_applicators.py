@@ -23,7 +23,8 @@ from .servers import FakeLlamaCpp, FakeVllm, serve
 def _trained(registry: AdapterRegistry, exact_match: float) -> str:
     version = registry.new_version_dir()
     (version.path / "adapter_config.json").write_text("{}")
-    (version.path / "eval.json").write_text(json.dumps({"adapter": {"exact_match": exact_match}}))
+    (version.path / "eval.json").write_text(json.dumps({"models": {"adapter": {"exact_match": exact_match}},
+                                                        "gate": {"passed": exact_match >= 0.5}}))
     return version.version
 
 
@@ -37,6 +38,16 @@ def test_versions_are_numbered_and_incomplete_ones_are_not_listed(tmp_path: Path
     assert registry.get("v0003").exact_match == 0.7
     with pytest.raises(RegistryError, match="no adapter version 'v0002'.*known: v0001, v0003"):
         registry.get("v0002")
+
+
+def test_newest_passed_is_the_newest_version_whose_gate_passed(tmp_path: Path):
+    registry = AdapterRegistry(tmp_path, "sc")
+    assert registry.newest_passed() is None
+    passed = _trained(registry, 0.9)
+    _trained(registry, 0.2)  # newer, failed its gate
+    registry.new_version_dir()  # newest folder on disk, unfinished
+    assert registry.newest_passed().version == passed
+    assert [v.passed_gate for v in registry.versions()] == [True, False]
 
 
 def test_apply_moves_current_keeps_five_and_rolls_back(tmp_path: Path):
