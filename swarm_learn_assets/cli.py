@@ -52,9 +52,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     root = _data_root(args)
     assets = [a.strip() for a in args.assets.split(",") if a.strip()] if args.assets else list(ALL_ASSETS)
     started = time.perf_counter()
+    level = "DEBUG" if args.verbose else "INFO" if args.progress else "WARNING"
     _, _, refused = materialize(
-        root, assets, log_level="DEBUG" if args.verbose else "INFO" if args.progress else "WARNING",
-        on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
+        root, assets, log_level=level, on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
+        training_log_level="DEBUG" if args.verbose else "INFO",  # minutes of work: show its progress
     )
     for message in refused:
         print(f"refused: {message}", file=sys.stderr)

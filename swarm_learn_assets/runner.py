@@ -100,9 +100,11 @@ def materialize(
     log_level: str = "INFO",
     on_stage: Callable[[str], None] | None = None,
     scenarios: Sequence[str] | None = None,
+    training_log_level: str | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
     """Register every landing session, then materialize the selected assets for all of them (the
-    training assets for `scenarios` only, when given)."""
+    training assets for `scenarios` only, when given). Training runs log at `training_log_level`
+    (default: `log_level`), so its progress can show while the rest stays quiet."""
     from .definitions import defs
 
     unknown = [a for a in assets if a not in ALL_ASSETS]
@@ -128,7 +130,7 @@ def materialize(
         if on_stage:
             on_stage(f"training for {scenario}: {', '.join(training_assets)}")
         try:
-            _run_partition(defs, instance, "train_adapter", training_assets, scenario, log_level)
+            _run_partition(defs, instance, "train_adapter", training_assets, scenario, training_log_level or log_level)
         except CheckBlocked as blocked:  # e.g. the adapter did not beat the applied one: kept, not applied
             if on_stage:
                 on_stage(f"{scenario}: stopped by a blocking check ({blocked})")

@@ -7,7 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from swarm_learn_assets.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny base model whose tokenizer knows the simulated scenarios' texts."""
+    from swarm_learn_assets.core.layout import DataLayout
+    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.simulate import simulate
+    from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
+
+    root = tmp_path_factory.mktemp("tiny-src")
+    simulate(root, scenarios=2, sessions=3, seed=5)
+    layout = DataLayout(root)
+    process_sessions(layout, [f.key for f in layout.scan_landing()[0]])
+    return build_tiny_model_for_data(root / "tiny", root)
 
 
 def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -23,20 +40,30 @@ def test_help_shows_the_quick_start():
         assert word in result.stdout
 
 
-def test_simulate_materialize_status_end_to_end(tmp_path: Path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "SWARM_LEARN_DATA": str(tmp_path / "data")}
+def test_simulate_materialize_status_end_to_end(tmp_path: Path, tiny_model_dir: Path):
+    """`materialize` with no --assets runs the whole chain: the data half, then per scenario the
+    dataset and (here: too few rows) a skipped adapter, with both tables at the end."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "SWARM_LEARN_DATA": str(tmp_path / "data"),
+           "SWARM_LEARN_BASE_MODEL": str(tiny_model_dir)}
     sim = _run("simulate", "--scenarios", "2", "--sessions", "3", "--seed", "5", env=env)
     assert sim.returncode == 0, sim.stderr
     assert "wrote 6 landing file(s)" in sim.stdout and "6/6 sessions" in sim.stderr
     mat = _run("materialize", env=env)
     assert mat.returncode == 0, mat.stderr
+    assert "training for deploy-rollout: sft_dataset, lora_adapter, applied_adapter" in mat.stderr
     lines = mat.stdout.splitlines()
     assert lines[0].split()[:4] == ["scenario", "sessions", "records", "quarantined"]
     total = next(line for line in lines if line.startswith("TOTAL")).split()
     assert total[1] == "6" and int(total[2]) > 0
+    adapters = lines[lines.index("") + 1:]
+    assert adapters[0].split()[:2] == ["scenario", "adapter"]
+    for scenario in ("deploy-rollout", "troubleshooting"):
+        row = next(line for line in adapters if line.startswith(scenario))
+        assert "none" in row and "skipped:" in row and "fewer than min_train_rows 20" in row
     assert (tmp_path / "home" / "dagster.yaml").is_file()
+    assert (tmp_path / "data" / "datasets" / "troubleshooting" / "manifest.json").is_file()
     status = _run("status", env=env)
-    assert status.returncode == 0 and status.stdout.splitlines() == lines[:-1]  # same table, minus "done in"
+    assert status.returncode == 0 and status.stdout.splitlines() == lines[:-1]  # same tables, minus "done in"
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys, monkeypatch):
@@ -67,8 +94,9 @@ def _fake_versions(root: Path, scenario: str, scores: list[float]) -> None:
         version = root / "adapters" / scenario / f"v{i:04d}"
         version.mkdir(parents=True)
         (version / "eval.json").write_text(json.dumps({
-            "rows": 10, "base": {"exact_match": 0.0, "valid_sequence": 0.1},
-            "adapter": {"exact_match": score, "valid_sequence": 0.9}}))
+            "rows": 10, "models": {"base": {"exact_match": 0.0, "valid": 0.1},
+                                   "adapter": {"exact_match": score, "valid": 0.9}, "applied": None},
+            "gate": {"passed": score >= 0.6}}))
 
 
 def test_adapters_list_apply_rollback(tmp_path: Path, capsys):
@@ -80,6 +108,7 @@ def test_adapters_list_apply_rollback(tmp_path: Path, capsys):
     assert main(["adapters", "list", "--scenario", "sc", *root]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert listing[2].startswith("* v0002") and "0.800" in listing[2] and listing[1].startswith("  v0001")
+    assert listing[1].split()[-2] == "failed" and listing[2].split()[-2] == "passed"  # each version's gate
     assert listing[-1] == "applied: v0002; history: v0001, v0002"
     assert main(["adapters", "rollback", "--scenario", "sc", *root]) == 0
     assert "rolled back to v0001" in capsys.readouterr().out
@@ -108,7 +137,7 @@ def test_trigger_check_and_a_manual_training(tmp_path: Path):
     root = tmp_path / "data"
     simulate(root, scenarios=1, sessions=16, seed=3)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "SWARM_LEARN_DATA": str(root)}
-    assert _run("materialize", env=env).returncode == 0
+    assert _run("materialize", "--assets", "raw_records,episodes,session_snapshot,scenario_model", env=env).returncode == 0
     scenario = next((root / "landing").iterdir()).name
     check = _run("trigger", "check", "--scenario", scenario, env=env)
     assert check.returncode == 0, check.stderr

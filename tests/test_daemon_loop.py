@@ -57,9 +57,9 @@ def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applie
     triggers_file.write_text(json.dumps({
         "default": "episodes>=40", "mode": "lora",
         "run_config": {"ops": {
-            "sft_dataset": {"config": {"eval_fraction": 0.3, "min_train_rows": 5}},
-            "lora_adapter": {"config": {"rank": 16, "alpha": 64.0, "epochs": 30, "learning_rate": 0.01,
-                                        "max_seq_length": 256, "max_new_tokens": 24}},
+            "sft_dataset": {"config": {"eval_fraction": 0.3, "min_train_rows": 5, "train_on": ["task_decision"]}},
+            "lora_adapter": {"config": {"rank": 16, "alpha": 64.0, "epochs": 30, "batch_size": 8,
+                                        "learning_rate": 0.01, "max_seq_length": 256, "max_new_tokens": 40}},
         }},
     }))
     env = {**os.environ, "DAGSTER_HOME": str(home), "SWARM_LEARN_DATA": str(data),
@@ -102,7 +102,8 @@ def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applie
         assert "new episodes since the last training, needs 40" in trained[0].tags["swarm-learn/trigger"]
         version = current.read_text().strip()
         scores = json.loads((data / "adapters" / scenario / version / "eval.json").read_text())
-        assert scores["adapter"]["exact_match"] > scores["base"]["exact_match"]
+        assert scores["gate"]["passed"]
+        assert scores["models"]["adapter"]["exact_match"] > scores["models"]["base"]["exact_match"]
         assert instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])) == []
     finally:
         _stop_group(daemon)

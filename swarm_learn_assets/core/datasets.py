@@ -109,7 +109,7 @@ def link_decide_calls(records: Iterable[dict[str, Any]], task_episodes: Iterable
         for seq in episode["record_seqs"]:
             owner[(episode["session_id"], seq)] = episode
     linked = []
-    for (session, _), rows in by_worker.items():
+    for (session, _), rows in sorted(by_worker.items()):  # records may come in any order: the output may not
         pending: list[dict[str, Any]] = []
         for row in sorted(rows, key=lambda r: r["seq"]):
             if row["kind"] == "llm_call":

@@ -41,15 +41,15 @@ class LoraConfig(dg.Config):
     learning_rate: float = LoraSettings.learning_rate
     max_seq_length: int = LoraSettings.max_seq_length
     seed: int = LoraSettings.seed
+    trainable_layers: int = LoraSettings.trainable_layers
     max_eval_rows: int = 200
     max_new_tokens: int = 64
     min_exact_match: float = DEFAULT_MIN_EXACT_MATCH
     gate_alpha: float = DEFAULT_GATE_ALPHA
 
     def settings(self) -> LoraSettings:
-        return LoraSettings(self.rank, self.alpha, self.dropout, tuple(self.target_modules), self.epochs,
-                            self.batch_size, self.gradient_accumulation, self.learning_rate, self.max_seq_length,
-                            self.seed)
+        fields = self.model_dump(include=set(LoraSettings.__dataclass_fields__))
+        return LoraSettings(**{**fields, "target_modules": tuple(self.target_modules)})
 
     def gate(self) -> GateSettings:
         return GateSettings(self.min_exact_match, self.gate_alpha)

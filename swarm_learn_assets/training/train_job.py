@@ -9,6 +9,7 @@ to the Dagster run. Inputs come as the Pipes extra `job`; outputs are files in t
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
     log(f"training on {len(train_rows)} rows ({', '.join(job['train_on'])}) from {job['dataset']} "
         f"with base {job['model_id']}")
     result = train_lora(Path(job["model_dir"]), job["model_id"], train_rows, settings, out, log=log)
+    gc.collect()  # the trained model holds reference cycles (PEFT hooks): free it before evaluation loads one
     write_json(result.to_json(), out / "training_metrics.json")
     applied = Path(job["applied_dir"]) if job.get("applied_dir") else None
     log(f"trained in {result.seconds:.1f} s at {result.tokens_per_second:.0f} tokens/s; evaluating base, adapter"

