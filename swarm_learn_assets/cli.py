@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Backfill policies are a beta Dagster API; users of the CLI cannot act on that warning.
-    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -79,8 +79,10 @@ def build_scenario_datasets(
     """episodes/ and records/ of a scenario → datasets/<scenario>/{sft,dpo}/ + manifest.json, replaced
     as a whole. The manifest names the sources the adapter trains on (`train_on`) and says whether
     they hold enough training rows (`trainable`)."""
+    import datasets
     from datasets import Dataset, DatasetDict
 
+    datasets.disable_progress_bars()  # a few hundred rows: the bars are noise in the run's log
     unknown = sorted(set(train_on) - set(SOURCES))
     if unknown or not train_on:
         raise ValueError(f"train_on {list(train_on)}: expected one or more of {', '.join(SOURCES)}")

@@ -435,9 +435,9 @@ def evaluate_models(
         model.load_adapter(str(applied_dir), adapter_name=APPLIED)
     if torch.cuda.is_available():
         model.to("cuda")
-    # An answer longer than every reference cannot match one: stop generating soon after.
+    # An answer longer than every reference (and its end token) cannot match one: stop there.
     longest = max((len(tokenizer(r["chosen"])["input_ids"]) for r in rows), default=0)
-    budget = max(1, min(max_new_tokens, longest + 4))
+    budget = max(1, min(max_new_tokens, longest + 2))
     started = time.perf_counter()
     answers: dict[str, list[str]] = {}
     with model.disable_adapter():

@@ -56,6 +56,9 @@ ERROR_FILE = "error.txt"  # the cause of a failed training, for the step's failu
 
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the run's log gets the training's own progress lines
 
     with open_dagster_pipes() as pipes:
         job = pipes.get_extra("job")
