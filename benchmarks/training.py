@@ -53,12 +53,14 @@ import torch
 from datasets import Dataset, load_from_disk
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
-from swarm_learn_assets.core.datasets import rows_of_sources
+from swarm_learn_assets.core.datasets import rows_of_sources, sample_rows
 from swarm_learn_assets.training.lora import encode_example, first_adapted_layer
 job = json.loads(Path(sys.argv[1]).read_text())
 s = job["settings"]
 tok = AutoTokenizer.from_pretrained(job["model_dir"])
 rows = rows_of_sources(load_from_disk(job["dataset"])["train"].to_list(), job["train_on"])
+if job["max_train_rows"]:
+    rows = sample_rows(rows, job["max_train_rows"])
 enc = [encode_example(tok, r["messages"], s["max_seq_length"]) for r in rows]
 data = Dataset.from_list([{"input_ids": i, "attention_mask": [1] * len(i), "labels": l} for i, l in enc])
 model = AutoModelForCausalLM.from_pretrained(job["model_dir"], dtype=torch.float32)
@@ -70,8 +72,7 @@ model = get_peft_model(model, LoraConfig(r=s["rank"], lora_alpha=s["alpha"], lor
 args = TrainingArguments(output_dir=job["output_dir"], per_device_train_batch_size=s["batch_size"],
                          gradient_accumulation_steps=s["gradient_accumulation"], learning_rate=s["learning_rate"],
                          num_train_epochs=s["epochs"], logging_steps=10, save_strategy="no", report_to=[],
-                         seed=s["seed"], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-                         group_by_length=True)
+                         seed=s["seed"], use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
 trainer = Trainer(model=model, args=args, train_dataset=data,
                   data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
 start = time.perf_counter()
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     p.add_argument("--trainable-layers", type=int, default=defaults.trainable_layers)
     p.add_argument("--max-eval-rows", type=int, default=defaults.max_eval_rows)
+    p.add_argument("--max-train-rows", type=int, default=defaults.max_train_rows)
     p.add_argument("--plain-scenarios", type=int, default=None,
                    help="run the plain Trainer loop for only the first N scenarios (default: all)")
     p.add_argument("--json-out", type=Path)
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         built = build_scenario_datasets(layout, scenario)
         job = {"dataset": str(built.path / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
                "train_on": list(DEFAULT_TRAIN_ON), "settings": settings_json, "max_eval_rows": args.max_eval_rows,
+               "max_train_rows": args.max_train_rows,
                "max_new_tokens": config.max_new_tokens, "gate": config.gate().__dict__, "applied_dir": None,
                "eval_sessions": built.manifest["eval_sessions"]}
         rows = built.manifest["rows_by_source"]

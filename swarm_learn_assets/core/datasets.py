@@ -249,11 +249,12 @@ def rows_of_sources(rows: Iterable[dict[str, Any]], sources: Iterable[str]) -> l
     return [r for r in rows if r["source"] in wanted]
 
 
-def sample_eval_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str, Any]]:
-    """At most `max_rows` eval rows, shared evenly between the sources present (a source with fewer
-    rows leaves its share to the others); within a source, the rows whose prompt hashes lowest.
-    A stable sample of every source, never "the first N" (which would be one source, early sessions).
-    Returned in the input order."""
+def sample_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str, Any]]:
+    """At most `max_rows` rows, shared evenly between the sources present (a source with fewer rows
+    leaves its share to the others); within a source, the rows whose prompt hashes lowest. A stable
+    sample of every source, never "the first N" (which would be one source, early sessions): the
+    capped eval set, and the training rows once history outgrows `max_train_rows`. Returned in the
+    input order."""
     if len(rows) <= max_rows:
         return list(rows)
     by_source: dict[str, list[int]] = defaultdict(list)

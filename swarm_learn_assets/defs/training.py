@@ -42,6 +42,7 @@ class LoraConfig(dg.Config):
     max_seq_length: int = LoraSettings.max_seq_length
     seed: int = LoraSettings.seed
     trainable_layers: int = LoraSettings.trainable_layers
+    max_train_rows: int = 96  # 0: all; a bound on training time as history grows
     max_eval_rows: int = 32
     max_new_tokens: int = 64
     min_exact_match: float = DEFAULT_MIN_EXACT_MATCH
@@ -172,7 +173,8 @@ def lora_adapter(
                 "dataset": str(dataset / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
                 "output_dir": str(version.path), "train_on": manifest["train_on"],
                 "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
-                "max_eval_rows": config.max_eval_rows, "max_new_tokens": config.max_new_tokens,
+                "max_train_rows": config.max_train_rows, "max_eval_rows": config.max_eval_rows,
+                "max_new_tokens": config.max_new_tokens,
                 "gate": gate.__dict__, "applied_dir": str(applied.path) if applied else None,
                 "eval_sessions": manifest["eval_sessions"],
             }},

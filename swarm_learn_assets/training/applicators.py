@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import requests
 
-SMOKE_PROMPT = "Current context: smoke test\nAvailable actions: CheckStatus\n\nWhat is the best sequence of actions?"
+from ..core.prompts import SMOKE_PROMPT
 
 
 class ApplicatorError(RuntimeError):

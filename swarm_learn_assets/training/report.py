@@ -73,7 +73,7 @@ def format_adapter_summaries(rows: list[AdapterSummary]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
     line = lambda cells: "  ".join(  # noqa: E731
         str(c).ljust(w) if i in (0, len(cells) - 1) else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r).rstrip() for r in body)])
+    return "\n".join(line(r).rstrip() for r in [headers, ["-" * w for w in widths], *body])
 
 
 def adapter_report(root: Path, scenarios: list[str]) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import gc
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..core.atomic import write_json
-from ..core.datasets import rows_of_sources, sample_eval_rows
+from ..core.datasets import rows_of_sources, sample_rows
 from ..core.gate import GateSettings
 from .lora import LoraSettings, evaluate_models, train_lora
 
@@ -27,7 +28,9 @@ def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
 
     dataset = load_from_disk(job["dataset"])
     train_rows = rows_of_sources(dataset["train"].to_list(), job["train_on"])
-    eval_rows = sample_eval_rows(rows_of_sources(dataset["eval"].to_list(), job["train_on"]), job["max_eval_rows"])
+    if job.get("max_train_rows"):
+        train_rows = sample_rows(train_rows, job["max_train_rows"])
+    eval_rows = sample_rows(rows_of_sources(dataset["eval"].to_list(), job["train_on"]), job["max_eval_rows"])
     out = Path(job["output_dir"])
     settings = LoraSettings(**{**job["settings"], "target_modules": tuple(job["settings"]["target_modules"])})
     log(f"training on {len(train_rows)} rows ({', '.join(job['train_on'])}) from {job['dataset']} "
@@ -59,6 +62,8 @@ def main() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the run's log gets the training's own progress lines
+    # raised by peft's own call into transformers, nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     with open_dagster_pipes() as pipes:
         job = pipes.get_extra("job")

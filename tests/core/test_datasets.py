@@ -19,7 +19,7 @@ from swarm_learn_assets.core.datasets import (
     consensus,
     episode_from_row,
     link_decide_calls,
-    sample_eval_rows,
+    sample_rows,
     split_of,
 )
 from swarm_learn_assets.core.layout import DataLayout
@@ -205,13 +205,13 @@ def test_dpo_rows_pair_a_success_with_a_failure_of_the_same_group(scenario_data)
 def test_eval_sample_is_shared_between_sources_and_chosen_by_prompt_hash():
     rows = [_row(f"task {i}", "A", source=TASK_DECISION) for i in range(30)]
     rows += [_row(f"call {i}", "A", source=LLM_DECISION) for i in range(5)]
-    sample = sample_eval_rows(rows, 12)
+    sample = sample_rows(rows, 12)
     assert len(sample) == 12
     assert sum(r["source"] == LLM_DECISION for r in sample) == 5       # the small source keeps all its rows
     assert [r["prompt"] for r in sample] != [f"task {i}" for i in range(7)]  # not the first N
-    assert sample == sample_eval_rows(list(reversed(rows)), 12)[::-1] or \
-        {r["prompt"] for r in sample} == {r["prompt"] for r in sample_eval_rows(list(reversed(rows)), 12)}
-    assert sample_eval_rows(rows, 100) == rows
+    assert sample == sample_rows(list(reversed(rows)), 12)[::-1] or \
+        {r["prompt"] for r in sample} == {r["prompt"] for r in sample_rows(list(reversed(rows)), 12)}
+    assert sample_rows(rows, 100) == rows
 
 
 def test_chat_format_problems_name_the_row():

@@ -11,7 +11,7 @@ import pytest
 
 from datasets import load_from_disk
 
-from swarm_learn_assets.core.datasets import rows_of_sources, sample_eval_rows
+from swarm_learn_assets.core.datasets import rows_of_sources, sample_rows
 from swarm_learn_assets.defs.datasets import sft_dataset
 from swarm_learn_assets.defs.resources import AdapterServing, BaseModel, SwarmData
 from swarm_learn_assets.defs.sessions import session_assets
@@ -118,7 +118,7 @@ def test_chain_trains_evaluates_gates_and_applies(trained_setup):
     assert registry.current.version == "v0001" and "applied_adapter" not in _materialized(worse)
 
     # Equal to the applied adapter: no row where they disagree, so no significant win.
-    rows = sample_eval_rows(rows_of_sources(list(load_from_disk(str(dataset / "sft"))["eval"]),
+    rows = sample_rows(rows_of_sources(list(load_from_disk(str(dataset / "sft"))["eval"]),
                                             manifest["train_on"]), 200)
     equal = evaluate_models(model_dir, version, rows, applied_dir=version, max_new_tokens=40, log=lambda _: None)
     assert equal["models"]["applied"] == equal["models"]["adapter"] == scores["models"]["adapter"]
