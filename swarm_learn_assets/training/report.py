@@ -38,10 +38,8 @@ def summarize_adapter(layout: DataLayout, scenario: str) -> AdapterSummary:
         if not manifest_file.is_file():
             return AdapterSummary(scenario, applied=applied, why="not trained yet")
         manifest = json.loads(manifest_file.read_text())
-        why = "not trained yet" if manifest["trainable"] else ""
-        if not manifest["trainable"]:
-            why = (f"skipped: {manifest['train_on_rows']} training rows, fewer than min_train_rows "
-                   f"{manifest['min_train_rows']}")
+        why = "not trained yet" if manifest["trainable"] else (
+            f"skipped: {manifest['train_on_rows']} training rows, fewer than min_train_rows {manifest['min_train_rows']}")
         return AdapterSummary(scenario, applied=applied, why=why)
     newest = folders[-1]
     if not (newest / "eval.json").is_file():
