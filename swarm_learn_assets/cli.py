@@ -66,12 +66,14 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def _print_status(root: Path) -> None:
     """The data table, and the adapter table once any scenario has a dataset or an adapter."""
+    from .core.layout import DataLayout
     from .core.summary import format_summary, summarize
     from .training.report import adapter_report
 
-    rows = summarize(root)
+    rows, layout = summarize(root), DataLayout(root)
     print(format_summary(rows))
-    trained = [r.scenario for r in rows if (root / "datasets" / r.scenario).is_dir() or (root / "adapters" / r.scenario).is_dir()]
+    trained = [r.scenario for r in rows
+               if layout.dataset_dir(r.scenario).is_dir() or (layout.adapters_root / r.scenario).is_dir()]
     if trained:
         print()
         print(adapter_report(root, trained))

@@ -219,8 +219,7 @@ def build_training_rows(
     dpo: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
     duplicates: dict[str, int] = {}
     for part in (TRAIN, EVAL):
-        order = {s: i for i, s in enumerate(SOURCES)}
-        sft[part], duplicates[f"sft/{part}"] = consensus(sorted(rows[part], key=lambda r: order[r["source"]]))
+        sft[part], duplicates[f"sft/{part}"] = consensus(sorted(rows[part], key=lambda r: SOURCES.index(r["source"])))
     seen_contexts = {r["context"] for r in sft[TRAIN] if r["context"]}
     for row in sft[TRAIN]:
         row["unseen_context"] = False

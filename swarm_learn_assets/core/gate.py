@@ -27,13 +27,16 @@ def sign_test(wins: int, losses: int) -> float:
     return sum(comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
-def paired_sign_test(new: Sequence[bool], old: Sequence[bool]) -> float:
-    """The sign test of `new` over `old`, given each model's per-row exact matches on the same rows."""
+def disagreements(new: Sequence[bool], old: Sequence[bool]) -> tuple[int, int]:
+    """(rows only `new` got right, rows only `old` got right), given per-row exact matches."""
     if len(new) != len(old):
         raise ValueError(f"paired rows differ in number: {len(new)} vs {len(old)}")
-    wins = sum(a and not b for a, b in zip(new, old))
-    losses = sum(b and not a for a, b in zip(new, old))
-    return sign_test(wins, losses)
+    return sum(a and not b for a, b in zip(new, old)), sum(b and not a for a, b in zip(new, old))
+
+
+def paired_sign_test(new: Sequence[bool], old: Sequence[bool]) -> float:
+    """The sign test of `new` over `old`, given each model's per-row exact matches on the same rows."""
+    return sign_test(*disagreements(new, old))
 
 
 @dataclass(frozen=True)
@@ -77,19 +80,17 @@ def decide_gate(
     else:
         ok = False
         reasons.append(f"exact match {exact:.3f} < min_exact_match {settings.min_exact_match}")
-    p_base = paired_sign_test(adapter, base)
-    ok &= _compare("base model", adapter, base, p_base, settings.alpha, reasons)
-    p_applied = None
-    if applied is not None:
-        p_applied = paired_sign_test(adapter, applied)
-        ok &= _compare("applied adapter", adapter, applied, p_applied, settings.alpha, reasons)
+    p_base = _compare("base model", adapter, base, settings.alpha, reasons)
+    p_applied = None if applied is None else _compare("applied adapter", adapter, applied, settings.alpha, reasons)
+    ok = ok and p_base <= settings.alpha and (p_applied is None or p_applied <= settings.alpha)
     return GateVerdict(ok, reasons, p_base, p_applied)
 
 
-def _compare(name: str, new: Sequence[bool], old: Sequence[bool], p: float, alpha: float, reasons: list[str]) -> bool:
-    wins = sum(a and not b for a, b in zip(new, old))
-    losses = sum(b and not a for a, b in zip(new, old))
+def _compare(name: str, new: Sequence[bool], old: Sequence[bool], alpha: float, reasons: list[str]) -> float:
+    """The sign test of `new` over `old`, with a reason saying what it found; returns p."""
+    wins, losses = disagreements(new, old)
+    p = sign_test(wins, losses)
     verdict = "beats" if p <= alpha else "does not significantly beat"
     reasons.append(f"{verdict} the {name}: {wins} rows won, {losses} lost, sign test p = {p:.4g} "
                    f"({'<=' if p <= alpha else '>'} alpha {alpha})")
-    return p <= alpha
+    return p

@@ -309,12 +309,11 @@ def train_lora(
     began = time.perf_counter()
     prefix = None
     if first:
-        started = time.perf_counter()
         prefix = FrozenPrefix(model, first)
         prefix.compute(model, examples, pad, device)
         prefix.activate()
         log(f"LoRA on layers {first}-{model.config.num_hidden_layers - 1}; frozen layers 0-{first - 1} computed once "
-            f"for {len(examples)} rows in {time.perf_counter() - started:.1f} s")
+            f"for {len(examples)} rows in {time.perf_counter() - began:.1f} s")
     rng = random.Random(settings.seed)
     per_epoch = math.ceil(len(examples) / settings.batch_size)
     total_steps = max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation))

@@ -62,13 +62,16 @@ class AdapterRegistry:
 
     # -- versions -------------------------------------------------------------------------------
 
-    def versions(self) -> list[AdapterVersion]:
-        """Complete versions (those with an `eval.json`), oldest first."""
+    def version_dirs(self) -> list[Path]:
+        """Every version folder, finished or not (a crashed training has no `eval.json`), oldest first."""
         if not self.root.is_dir():
             return []
-        found = sorted((p for p in self.root.iterdir() if p.is_dir() and VERSION.match(p.name)),
-                       key=lambda p: int(VERSION.match(p.name).group(1)))
-        return [AdapterVersion(p.name, p) for p in found if (p / "eval.json").is_file()]
+        return sorted((p for p in self.root.iterdir() if p.is_dir() and VERSION.match(p.name)),
+                      key=lambda p: int(VERSION.match(p.name).group(1)))
+
+    def versions(self) -> list[AdapterVersion]:
+        """Complete versions (those with an `eval.json`), oldest first."""
+        return [AdapterVersion(p.name, p) for p in self.version_dirs() if (p / "eval.json").is_file()]
 
     def get(self, version: str) -> AdapterVersion:
         match = next((v for v in self.versions() if v.version == version), None)

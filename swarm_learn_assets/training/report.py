@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.datasets import TASK_DECISION
 from ..core.layout import DataLayout
-from .registry import VERSION, AdapterRegistry
+from .registry import AdapterRegistry
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ def summarize_adapter(layout: DataLayout, scenario: str) -> AdapterSummary:
     registry = AdapterRegistry(layout.adapters_root, scenario)
     applied = registry.current.version if registry.current else None
     manifest_file = layout.dataset_dir(scenario) / "manifest.json"
-    folders = sorted((p for p in registry.root.glob("v*") if p.is_dir() and VERSION.match(p.name)),
-                     key=lambda p: int(p.name[1:])) if registry.root.is_dir() else []
+    folders = registry.version_dirs()
     if not folders:
         if not manifest_file.is_file():
             return AdapterSummary(scenario, applied=applied, why="not trained yet")
