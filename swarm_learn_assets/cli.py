@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -25,15 +26,42 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import simulate
+    from .core.policy import parse_policy
 
     root = _data_root(args)
-    print(f"simulating {args.scenarios} scenario(s) x {args.sessions} session(s) into {root / 'landing'}", file=sys.stderr)
-    paths = simulate(
-        root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed,
-        records_per_session=args.records_per_session, progress=_progress,
+    spec = parse_policy(args.policy)
+    if spec.kind == "scripted":
+        from .simulate import simulate
+
+        print(f"simulating {args.scenarios} scenario(s) x {args.sessions} session(s) into {root / 'landing'}",
+              file=sys.stderr)
+        paths = simulate(
+            root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed,
+            records_per_session=args.records_per_session, progress=_progress,
+        )
+        print(f"wrote {len(paths)} landing file(s)")
+        return 0
+    if args.records_per_session is not None:
+        raise ValueError("--records-per-session applies to the scripted policy only")
+    from .core.layout import DataLayout
+    from .simulate.policy_run import simulate_with_policy
+    from .training.base_model import BASE_MODEL_ENV, DEFAULT_MODEL
+    from .training.llm_policy import make_policy
+
+    layout = DataLayout(root)
+    base = os.environ.get(BASE_MODEL_ENV, DEFAULT_MODEL)
+    print(f"simulating {args.scenarios} scenario(s) x {args.sessions} session(s) under policy {spec}, "
+          f"appended to {root / 'landing'}", file=sys.stderr)
+    started = time.perf_counter()
+    sessions = simulate_with_policy(
+        root, lambda scenario: make_policy(spec, scenario, layout, base, args.model),
+        scenarios=args.scenarios, sessions=args.sessions, seed=args.seed, progress=_progress,
     )
-    print(f"wrote {len(paths)} landing file(s)")
+    seconds = time.perf_counter() - started
+    tasks, succeeded = sum(s.tasks for s in sessions), sum(s.succeeded for s in sessions)
+    decisions = sum(s.decisions for s in sessions)
+    print(f"wrote {len(sessions)} landing file(s): task success {succeeded}/{tasks} "
+          f"({succeeded / max(tasks, 1):.2f}), {decisions} decisions ({decisions / max(seconds, 1e-9):.1f}/s)")
     return 0
 
 
@@ -212,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=20, help="sessions per scenario")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--records-per-session", type=int, default=None, help="scale sessions to about this many rows")
+    p.add_argument("--policy", default="scripted",
+                   help="who decides each action: scripted (default), base, current, adapter:VERSION, offline or "
+                        "endpoint:URL; any but scripted appends new sessions after the landed ones")
+    p.add_argument("--model", help="for endpoint:URL, the served model name (default: the first /v1/models lists)")
     p.set_defaults(func=cmd_simulate)
 
     p = with_root(sub.add_parser("import", help="convert Rust FileRecordStore JSON Lines into a landing file"))

@@ -45,7 +45,7 @@ class LoraSettings:
     epochs: int = 2
     batch_size: int = 1
     gradient_accumulation: int = 1
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     max_seq_length: int = 2048
     seed: int = 0
     # LoRA on the top N decoder layers only (0: all). The layers below stay frozen and unadapted,
@@ -383,14 +383,23 @@ def summarise_scores(scores: Sequence[Score]) -> dict[str, float]:
 
 
 def generate(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy answers to the rows' prompts (system + user turns), batched with left padding."""
+    """Greedy answers to the rows' prompts (system + user turns)."""
+    return generate_chat(model, tokenizer, [r["messages"][:-1] for r in rows], max_new_tokens, batch_size)
+
+
+def generate_chat(
+    model: Any, tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]], max_new_tokens: int,
+    batch_size: int = 64,
+) -> list[str]:
+    """Greedy answers to chat conversations, batched by length with left padding; an answer ends at
+    the chat template's end-of-turn token."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
     stop = stop if isinstance(stop, int) and stop >= 0 else tokenizer.eos_token_id
-    prompts = [_ids(tokenizer.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, tokenize=True))
-               for r in rows]
+    prompts = [_ids(tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=True))
+               for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device

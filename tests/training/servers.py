@@ -111,3 +111,23 @@ def serve(app: Any) -> Iterator[tuple[str, list]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+class FakeOpenAI:
+    """`/v1/models` and `/v1/chat/completions` as an OpenAI-compatible server (llama-server, vLLM)
+    answers them; `answer(prompt)` gives the assistant's text for the last user turn."""
+
+    def __init__(self, answer: Any, model: str = "fake-model") -> None:
+        self.answer, self.model = answer, model
+
+    def get(self, h: _Handler) -> None:
+        if h.path == "/v1/models":
+            return h._reply(200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        h._reply(404, {"error": {"code": 404, "message": "File Not Found"}})
+
+    def post(self, h: _Handler, body: Any) -> None:
+        if h.path == "/v1/chat/completions":
+            prompt = body["messages"][-1]["content"]
+            return h._reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": self.answer(prompt)}}],
+                                  "model": body.get("model")})
+        h._reply(404, {"error": {"code": 404, "message": "File Not Found"}})
