@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from .core.layout import DATA_ROOT_ENV, default_data_root
+from .training.base_model import BASE_MODEL_ENV, DEFAULT_MODEL
 
 
 def _data_root(args: argparse.Namespace) -> Path:
@@ -45,7 +47,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError("--records-per-session applies to the scripted policy only")
     from .core.layout import DataLayout
     from .simulate.policy_run import simulate_with_policy
-    from .training.base_model import BASE_MODEL_ENV, DEFAULT_MODEL
     from .training.llm_policy import make_policy
 
     layout = DataLayout(root)
@@ -136,7 +137,10 @@ def cmd_adapters(args: argparse.Namespace) -> int:
                   f"{'passed' if v.passed_gate else 'failed':>7}  {v.path}")
         print(f"applied: {current.version if current else 'none'}; history: {', '.join(registry.history()) or 'empty'}")
         return 0
-    applicator = make_applicator(args.applicator, args.url or "")
+    base = os.environ.get(BASE_MODEL_ENV, DEFAULT_MODEL)
+    if args.action in ("export-gguf", "serve", "stop"):
+        return _llama_cpp_action(args, registry, base)
+    applicator = make_applicator(args.applicator, args.url or "", base_model=base)
     if args.action == "apply":
         if not args.version:
             raise ValueError("adapters apply needs --version (see: swarm-learn adapters list)")
@@ -144,6 +148,35 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         print(f"{args.scenario}: applied {args.version} via {applicator.name} (previous: {previous or 'none'})")
     else:
         print(f"{args.scenario}: rolled back to {registry.rollback(applicator)} via {applicator.name}")
+    return 0
+
+
+def _llama_cpp_action(args: argparse.Namespace, registry: "AdapterRegistry", base: str) -> int:
+    """`export-gguf` (a version, default the applied one), `serve` (the applied version, blue-green)
+    and `stop` (the scenario's llama-server)."""
+    from .serving.llama_cpp import export_adapter_gguf
+    from .training.applicators import BlueGreenLlamaCpp, stop_serving
+    from .training.base_model import resolve_base_model
+
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if args.action == "stop":
+        old = stop_serving(registry.root)
+        print(f"{args.scenario}: stopped {old['version']} at {old['url']}" if old
+              else f"{args.scenario}: no llama-server is serving it")
+        return 0
+    version = registry.get(args.version) if args.version else registry.current
+    if version is None:
+        raise ValueError(f"scenario {args.scenario} has no applied adapter; pass --version (see: adapters list)")
+    if args.action == "export-gguf":
+        path = export_adapter_gguf(version.path, resolve_base_model(base).path, log=log)
+        print(f"{args.scenario} {version.version}: wrote {path}")
+        return 0
+    notes = BlueGreenLlamaCpp(base).apply(args.scenario, version.version, version.path, None)
+    serving = json.loads((registry.root / "serving.json").read_text())
+    for note in notes:
+        log(note)
+    print(f"{args.scenario}: serving {version.version} at {serving['url']} (pid {serving['pid']}); "
+          f"stop it with: swarm-learn adapters stop --scenario {args.scenario}")
     return 0
 
 
@@ -278,12 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))
-    p.add_argument("action", choices=["list", "apply", "rollback"])
+    p.add_argument("action", choices=["list", "apply", "rollback", "export-gguf", "serve", "stop"],
+                   help="list; apply/rollback (the `current` pointer, through --applicator); export-gguf (a version "
+                        "as adapter.gguf for llama.cpp); serve/stop (a llama-server with the applied adapter)")
     p.add_argument("--scenario", required=True)
-    p.add_argument("--version", help="for apply: the version to serve, e.g. v0003")
+    p.add_argument("--version", help="for apply and export-gguf: the version, e.g. v0003")
     p.add_argument("--applicator", default="noop", choices=["noop", "vllm", "llamacpp"],
                    help="where to serve it (default: noop, only the `current` pointer moves)")
-    p.add_argument("--url", help="the vLLM or llama.cpp server, e.g. http://localhost:8000")
+    p.add_argument("--url", help="the vLLM server, e.g. http://localhost:8000")
     p.set_defaults(func=cmd_adapters)
     return parser
 

@@ -36,13 +36,14 @@ class BaseModel(dg.ConfigurableResource):
 
 
 class AdapterServing(dg.ConfigurableResource):
-    """Where an applied adapter goes: `noop` (default), `vllm` or `llamacpp` with the server's url."""
+    """Where an applied adapter goes: `noop` (default), `vllm` with the server's url, or `llamacpp`
+    (a llama-server of its own per scenario, switched blue-green; see `adapters/<scenario>/serving.json`)."""
 
     applicator: str = "noop"
     url: str = ""
     timeout_seconds: float = 60.0
 
-    def make(self) -> "ModelApplicator":
+    def make(self, base_model: str = "default") -> "ModelApplicator":
         from ..training.applicators import make_applicator
 
-        return make_applicator(self.applicator, self.url, self.timeout_seconds)
+        return make_applicator(self.applicator, self.url, self.timeout_seconds, base_model)

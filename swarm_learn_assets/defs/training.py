@@ -247,7 +247,7 @@ def lora_adapter(
                 "just the newest folder on disk.",
 )
 def applied_adapter(
-    context: dg.AssetExecutionContext, swarm_data: SwarmData, adapter_serving: AdapterServing
+    context: dg.AssetExecutionContext, swarm_data: SwarmData, adapter_serving: AdapterServing, base_model: BaseModel
 ) -> dg.MaterializeResult:
     scenario = context.partition_key
     registry = AdapterRegistry(swarm_data.layout.adapters_root, scenario)
@@ -261,7 +261,7 @@ def applied_adapter(
             "version": current.version if current else "none", "changed": False, "reason": reason,
             "newest_version": newest, "history": dg.MetadataValue.json(registry.history()),
         })
-    applicator = adapter_serving.make()
+    applicator = adapter_serving.make(base_model.model)
     previous = registry.apply(candidate.version, applicator)
     context.log.info(f"{scenario}: applied {candidate.version} via {applicator.name} (previous: {previous or 'none'})")
     return dg.MaterializeResult(metadata={

@@ -6,12 +6,16 @@ served, runs a smoke request, and on any failure puts the previous state back be
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import requests
 
+from ..core.atomic import write_json
 from ..core.prompts import SMOKE_PROMPT
 
 
@@ -91,48 +95,103 @@ class VllmApplicator:
         return notes
 
 
-@dataclass
-class LlamaCppApplicator:
-    """A llama.cpp `llama-server`: it can only switch (by scale) between adapters loaded at its start
-    (`--lora FILE`, GGUF files converted with `convert_lora_to_gguf.py`), so applying a version means
-    finding the adapter whose file lies in the version's folder and giving it scale 1, the others 0."""
+SERVING_FILE = "serving.json"
 
-    url: str
+
+def read_serving(scenario_dir: Path) -> dict[str, Any] | None:
+    """`adapters/<scenario>/serving.json`: the llama-server that serves the scenario now, if any."""
+    path = Path(scenario_dir) / SERVING_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ApplicatorError(f"{path}: not valid JSON ({exc}); expected {{url, version, pid}}") from exc
+
+
+def smoke_chat(url: str, timeout: float) -> None:
+    """One chat completion of the smoke prompt; raises ApplicatorError unless it answers text."""
+    reply = _call("POST", f"{url}/v1/chat/completions", timeout, f"smoke request to {url} failed",
+                  json={"messages": [{"role": "user", "content": SMOKE_PROMPT}], "max_tokens": 8, "temperature": 0})
+    try:
+        text = reply.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        text = None
+    if not isinstance(text, str):
+        raise ApplicatorError(f"smoke request to {url} failed: no answer in {reply.text[:200]}")
+
+
+@dataclass
+class BlueGreenLlamaCpp:
+    """llama.cpp blue-green, as the reference's BlueGreenManager: llama-server cannot load a new
+    adapter file while it runs, so a new server starts idle with the base GGUF and the version's
+    adapter on a free port; once healthy and the smoke request answered, `serving.json` is switched
+    to it atomically and the old server stops. On any failure the new server is stopped, and the old
+    one keeps serving with `serving.json` unchanged."""
+
+    base_model: str = "default"
     timeout: float = 60.0
+    smoke: Callable[[str, float], None] = smoke_chat
     name: str = "llama.cpp"
 
     def apply(self, scenario: str, version: str, adapter_dir: Path, previous: str | None) -> list[str]:
-        base = self.url.rstrip("/")
-        loaded = _call("GET", f"{base}/lora-adapters", self.timeout, "llama.cpp adapters unavailable").json()
-        folder = Path(adapter_dir).resolve()
-        target = next((a for a in loaded if Path(a["path"]).resolve().parent == folder), None)
-        if target is None:
-            paths = ", ".join(a["path"] for a in loaded) or "none"
-            raise ApplicatorError(
-                f"llama.cpp server at {self.url} has no adapter of {scenario} {version} loaded (loaded: {paths}); "
-                f"it can only switch between adapters loaded at its start: restart it with "
-                f"--lora {folder}/<adapter>.gguf (convert the PEFT adapter with convert_lora_to_gguf.py)"
-            )
-        before = [{"id": a["id"], "scale": a.get("scale", 0.0)} for a in loaded]
-        after = [{"id": a["id"], "scale": 1.0 if a["id"] == target["id"] else 0.0} for a in loaded]
-        _call("POST", f"{base}/lora-adapters", self.timeout, "llama.cpp refused the adapter scales", json=after)
+        from ..serving.llama_cpp import (
+            ADAPTER_GGUF, LlamaCppError, export_adapter_gguf, is_llama_server, llama_server_binary,
+            start_llama_server, stop_server,
+        )  # fmt: skip
+        from .base_model import BaseModelError, base_gguf, resolve_base_model
+
+        adapter_dir = Path(adapter_dir)
+        scenario_dir = adapter_dir.parent
+        old = read_serving(scenario_dir)
         try:
-            reply = _call("POST", f"{base}/completion", self.timeout, f"smoke request with {version} failed",
-                          json={"prompt": SMOKE_PROMPT, "n_predict": 8, "temperature": 0})
-            if "content" not in reply.json():
-                raise ApplicatorError(f"smoke request with {version} failed: no content in {reply.text[:200]}")
-        except (ApplicatorError, ValueError) as exc:
-            _call("POST", f"{base}/lora-adapters", self.timeout, "llama.cpp could not restore the scales", json=before)
-            raise ApplicatorError(f"{exc}; previous adapter scales restored") from exc
-        return []
+            base = base_gguf(self.base_model)
+            gguf = adapter_dir / ADAPTER_GGUF
+            if not gguf.is_file():
+                gguf = export_adapter_gguf(adapter_dir, resolve_base_model(self.base_model).path)
+            server = start_llama_server(llama_server_binary(), base, gguf, scenario_dir / f"llama-server-{version}.log")
+        except (LlamaCppError, BaseModelError) as exc:
+            raise ApplicatorError(f"{scenario} {version}: {exc}; "
+                                  f"{'the old server keeps serving' if old else 'nothing was serving'}") from exc
+        try:
+            self.smoke(server.url, self.timeout)
+            write_json({"url": server.url, "version": version, "pid": server.pid, "scenario": scenario,
+                        "adapter": str(gguf), "base_model": str(base), "log": str(server.log),
+                        "started_at_ms": int(time.time() * 1000)}, scenario_dir / SERVING_FILE)
+        except BaseException as exc:
+            stop_server(server.pid)
+            if isinstance(exc, ApplicatorError):
+                raise ApplicatorError(f"{exc}; {'the old server keeps serving' if old else 'nothing was serving'}") from exc
+            raise
+        notes = []
+        if old and isinstance(old.get("pid"), int) and is_llama_server(old["pid"]):
+            stop_server(old["pid"])
+            notes.append(f"stopped the old server of {old.get('version')} at {old.get('url')}")
+        return notes
 
 
-def make_applicator(kind: str, url: str = "", timeout: float = 60.0) -> ModelApplicator:
-    """The applicator named in config: `noop`, `vllm` or `llamacpp` (the last two need `url`)."""
+def stop_serving(scenario_dir: Path) -> dict[str, Any] | None:
+    """Stop the scenario's llama-server and remove `serving.json`; returns what was serving."""
+    from ..serving.llama_cpp import is_llama_server, stop_server
+
+    old = read_serving(scenario_dir)
+    if old is None:
+        return None
+    if isinstance(old.get("pid"), int) and is_llama_server(old["pid"]):
+        stop_server(old["pid"])
+    (Path(scenario_dir) / SERVING_FILE).unlink(missing_ok=True)
+    return old
+
+
+def make_applicator(kind: str, url: str = "", timeout: float = 60.0, base_model: str = "default") -> ModelApplicator:
+    """The applicator named in config: `noop`, `vllm` (needs the server's `url`) or `llamacpp`
+    (starts its own llama-server with `base_model`'s GGUF)."""
     if kind == "noop":
         return NoOpApplicator()
-    if kind in ("vllm", "llamacpp"):
+    if kind == "vllm":
         if not url:
-            raise ValueError(f"applicator {kind!r} needs a server url (e.g. http://localhost:8000)")
-        return VllmApplicator(url, timeout) if kind == "vllm" else LlamaCppApplicator(url, timeout)
+            raise ValueError("applicator 'vllm' needs a server url (e.g. http://localhost:8000)")
+        return VllmApplicator(url, timeout)
+    if kind == "llamacpp":
+        return BlueGreenLlamaCpp(base_model, timeout)
     raise ValueError(f"unknown applicator {kind!r}; expected noop, vllm or llamacpp")

@@ -110,3 +110,14 @@ def resolve_base_model(model: str = DEFAULT_MODEL, cache_dir: Path | None = None
         target.parent.mkdir(parents=True, exist_ok=True)
         dequantise_gguf(gguf, target)
     return ResolvedModel(target, model_id, revision)
+
+
+def base_gguf(model: str = DEFAULT_MODEL) -> Path:
+    """The GGUF file of a base model, which llama.cpp serves: the embedded file for `default`, the
+    file itself for a `.gguf` path; a model folder has none."""
+    if model == DEFAULT_MODEL:
+        return embedded_gguf()
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return path.resolve()
+    raise BaseModelError(f"base model {model!r}: llama.cpp serving needs a GGUF base model (default or a .gguf file)")

@@ -1,4 +1,4 @@
-"""Local HTTP servers that speak the vLLM and llama.cpp adapter APIs, with their error replies."""
+"""Local HTTP servers that speak the vLLM adapter API and the OpenAI chat API, with their error replies."""
 
 from __future__ import annotations
 
@@ -68,34 +68,6 @@ class FakeVllm:
                 return h._reply(500, {"message": "Internal Server Error"})
             return h._reply(200, {"choices": [{"text": " CheckStatus", "index": 0}], "model": model})
         h._reply(404, {"detail": "Not Found"})
-
-
-class FakeLlamaCpp:
-    """`/lora-adapters` (GET list, POST scales) and `/completion` as llama-server answers them."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.adapters = [{"id": i, "path": str(p), "scale": 0.0} for i, p in enumerate(paths)]
-        self.broken: set[int] = set()  # adapter ids whose completions fail when active
-
-    def get(self, h: _Handler) -> None:
-        if h.path == "/lora-adapters":
-            return h._reply(200, self.adapters)
-        h._reply(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
-
-    def post(self, h: _Handler, body: Any) -> None:
-        if h.path == "/lora-adapters":
-            ids = {a["id"] for a in self.adapters}
-            if not isinstance(body, list) or any(e.get("id") not in ids for e in body):
-                return h._reply(400, {"error": {"code": 400, "message": "invalid adapter id", "type": "invalid_request_error"}})
-            scales = {e["id"]: float(e["scale"]) for e in body}
-            for a in self.adapters:
-                a["scale"] = scales.get(a["id"], 0.0)
-            return h._reply(200, {"success": True})
-        if h.path == "/completion":
-            if any(a["scale"] > 0 and a["id"] in self.broken for a in self.adapters):
-                return h._reply(500, {"error": {"code": 500, "message": "failed to decode", "type": "server_error"}})
-            return h._reply(200, {"content": " CheckStatus", "stop": True})
-        h._reply(404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
 
 
 @contextmanager

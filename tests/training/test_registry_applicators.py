@@ -1,5 +1,6 @@
 """Adapter registry (versions, current pointer, history of 5, rollback) and the applicators,
-against local servers speaking the vLLM and llama.cpp APIs."""
+against a local server speaking the vLLM API and a stand-in llama-server process (the real one
+is exercised by the slow llama.cpp tests)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 
 from swarm_learn_assets.training.applicators import (
     ApplicatorError,
-    LlamaCppApplicator,
     NoOpApplicator,
     VllmApplicator,
     make_applicator,
 )
 from swarm_learn_assets.training.registry import MAX_HISTORY, AdapterRegistry, RegistryError
 
-from .servers import FakeLlamaCpp, FakeVllm, serve
+from .servers import FakeVllm, serve
 
 
 def _trained(registry: AdapterRegistry, exact_match: float) -> str:
@@ -136,54 +137,119 @@ def test_vllm_rollback_loads_the_previous_version_again(tmp_path: Path):
     assert set(fake.loaded) == {"sc-v0001"}
 
 
-def _gguf_adapters(registry: AdapterRegistry, versions: list[str]) -> list[Path]:
-    paths = []
-    for v in versions:
-        path = registry.get(v).path / "adapter.gguf"
-        path.write_bytes(b"GGUF")
-        paths.append(path)
-    return paths
+STAND_IN_SERVER = """#!{python}
+# A stand-in for llama-server: same flags, /health, /v1/models and /v1/chat/completions. An adapter
+# file reading `broken` makes it exit at start; `mute` makes its completions fail (the smoke test).
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+args = sys.argv[1:]
+flag = lambda name: args[args.index(name) + 1]
+lora = open(flag("--lora")).read()
+if lora == "broken":
+    print("error: failed to load adapter", flush=True)
+    sys.exit(1)
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def reply(self, status, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(status); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.reply(200, {{"status": "ok"}} if self.path == "/health" else {{"data": [{{"id": lora}}]}})
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if lora == "mute":
+            return self.reply(500, {{"error": {{"message": "failed to decode"}}}})
+        self.reply(200, {{"choices": [{{"message": {{"content": lora}}}}]}})
+HTTPServer((flag("--host"), int(flag("--port"))), H).serve_forever()
+"""
 
 
-def test_llamacpp_switches_scales_to_the_version_loaded_at_start(tmp_path: Path):
-    registry = AdapterRegistry(tmp_path, "sc")
-    first, second = _trained(registry, 0.5), _trained(registry, 0.6)
-    fake = FakeLlamaCpp(_gguf_adapters(registry, [first, second]))
-    with serve(fake) as (url, calls):
-        registry.apply(first, LlamaCppApplicator(url))
-        assert [a["scale"] for a in fake.adapters] == [1.0, 0.0]
-        registry.apply(second, LlamaCppApplicator(url))
-    assert [a["scale"] for a in fake.adapters] == [0.0, 1.0]
-    assert ("POST", "/completion") in [(c[0], c[1]) for c in calls]
+@pytest.fixture
+def stand_in(tmp_path: Path, monkeypatch) -> Path:
+    """A stand-in llama-server binary and a base GGUF file, as `$SWARM_LEARN_LLAMA_SERVER` would give."""
+    import sys
+
+    binary = tmp_path / "bin" / "llama-server"
+    binary.parent.mkdir()
+    binary.write_text(STAND_IN_SERVER.format(python=sys.executable))
+    binary.chmod(0o755)
+    monkeypatch.setenv("SWARM_LEARN_LLAMA_SERVER", str(binary))
+    base = tmp_path / "base.gguf"
+    base.write_bytes(b"GGUF")
+    return base
 
 
-def test_llamacpp_without_the_adapter_loaded_says_to_restart_with_it(tmp_path: Path):
-    registry = AdapterRegistry(tmp_path, "sc")
-    first, second = _trained(registry, 0.5), _trained(registry, 0.6)
-    fake = FakeLlamaCpp(_gguf_adapters(registry, [first]))
-    with serve(fake) as (url, _):
-        with pytest.raises(ApplicatorError, match=r"no adapter of sc v0002 loaded.*restart it with --lora"):
-            registry.apply(second, LlamaCppApplicator(url))
-    assert registry.current is None
+def _with_gguf(registry: AdapterRegistry, exact_match: float, content: str) -> str:
+    version = _trained(registry, exact_match)
+    (registry.get(version).path / "adapter.gguf").write_text(content)
+    return version
 
 
-def test_llamacpp_failed_smoke_restores_the_previous_scales(tmp_path: Path):
-    registry = AdapterRegistry(tmp_path, "sc")
-    first, second = _trained(registry, 0.5), _trained(registry, 0.6)
-    fake = FakeLlamaCpp(_gguf_adapters(registry, [first, second]))
-    fake.broken.add(1)
-    with serve(fake) as (url, _):
-        registry.apply(first, LlamaCppApplicator(url))
-        with pytest.raises(ApplicatorError, match="smoke request with v0002 failed.*restored"):
-            registry.apply(second, LlamaCppApplicator(url))
-    assert [a["scale"] for a in fake.adapters] == [1.0, 0.0]
-    assert registry.current.version == first
+def _alive(pid: int) -> bool:
+    from swarm_learn_assets.serving.llama_cpp import is_llama_server
+
+    return is_llama_server(pid)
+
+
+def test_llamacpp_blue_green_starts_a_new_server_then_stops_the_old(tmp_path: Path, stand_in: Path):
+    from swarm_learn_assets.training.applicators import BlueGreenLlamaCpp, read_serving, stop_serving
+
+    registry = AdapterRegistry(tmp_path / "adapters", "sc")
+    first, second = _with_gguf(registry, 0.5, "v1-answers"), _with_gguf(registry, 0.6, "v2-answers")
+    applicator = BlueGreenLlamaCpp(str(stand_in), timeout=10)
+    try:
+        registry.apply(first, applicator)
+        blue = read_serving(registry.root)
+        assert blue["version"] == first and _alive(blue["pid"])
+        assert requests.post(f"{blue['url']}/v1/chat/completions", json={}).json()["choices"][0]["message"]["content"] == "v1-answers"
+        registry.apply(second, applicator)
+        green = read_serving(registry.root)
+        assert green["version"] == second and green["url"] != blue["url"] and _alive(green["pid"])
+        assert not _alive(blue["pid"])  # the old server is gone
+        assert requests.post(f"{green['url']}/v1/chat/completions", json={}).json()["choices"][0]["message"]["content"] == "v2-answers"
+    finally:
+        stopped = stop_serving(registry.root)
+    assert stopped["version"] == second and not _alive(stopped["pid"]) and read_serving(registry.root) is None
+
+
+@pytest.mark.parametrize("content, says", [("broken", "exited with 1 while starting.*failed to load adapter"),
+                                           ("mute", "smoke request to .* failed.*500")])
+def test_llamacpp_failure_keeps_the_old_server_and_serving_json(tmp_path: Path, stand_in: Path, content, says):
+    from swarm_learn_assets.training.applicators import BlueGreenLlamaCpp, read_serving, stop_serving
+
+    registry = AdapterRegistry(tmp_path / "adapters", "sc")
+    good, bad = _with_gguf(registry, 0.5, "good"), _with_gguf(registry, 0.6, content)
+    applicator = BlueGreenLlamaCpp(str(stand_in), timeout=10)
+    try:
+        registry.apply(good, applicator)
+        before = (registry.root / "serving.json").read_bytes()
+        with pytest.raises(ApplicatorError, match=f"{says}.*the old server keeps serving"):
+            registry.apply(bad, applicator)
+        assert (registry.root / "serving.json").read_bytes() == before
+        assert _alive(read_serving(registry.root)["pid"]) and registry.current.version == good
+        servers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _alive(int(p.name))
+                   and str(registry.root) in (p / "cmdline").read_bytes().decode(errors="replace")]
+        assert len(servers) == 1  # the failed new server was stopped
+    finally:
+        stop_serving(registry.root)
+
+
+def test_llamacpp_needs_a_gguf_base_model(tmp_path: Path, stand_in: Path):
+    from swarm_learn_assets.training.applicators import BlueGreenLlamaCpp
+
+    registry = AdapterRegistry(tmp_path / "adapters", "sc")
+    version = _with_gguf(registry, 0.5, "good")
+    with pytest.raises(ApplicatorError, match="needs a GGUF base model.*nothing was serving"):
+        registry.apply(version, BlueGreenLlamaCpp(str(tmp_path), timeout=10))
+    assert registry.current is None and not (registry.root / "serving.json").exists()
 
 
 def test_make_applicator_checks_its_config():
     assert isinstance(make_applicator("noop"), NoOpApplicator)
     assert isinstance(make_applicator("vllm", "http://x:8000"), VllmApplicator)
     with pytest.raises(ValueError, match="needs a server url"):
-        make_applicator("llamacpp")
+        make_applicator("vllm")
+    assert make_applicator("llamacpp", base_model="/models/x.gguf").base_model == "/models/x.gguf"
     with pytest.raises(ValueError, match="unknown applicator 'ollama'"):
         make_applicator("ollama", "http://x")
