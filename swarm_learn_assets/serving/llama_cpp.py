@@ -194,7 +194,8 @@ def start_llama_server(
     a server that exits or stays unhealthy is stopped and reported with the end of its log."""
     port = free_port(host)
     cmd = [str(binary), "-m", str(model_gguf), "--host", host, "--port", str(port), "-np", str(parallel),
-           "-c", str(1024 * parallel), "-t", str(threads or os.cpu_count() or 2), "--no-webui"]  # fmt: skip
+           "-c", str(1024 * parallel), "-t", str(threads or os.cpu_count() or 2), "--no-webui",
+           "--jinja"]  # the model's own chat template, as transformers applies it in training  # fmt: skip
     if lora_gguf is not None:
         cmd += ["--lora", str(lora_gguf)]
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -5,46 +5,26 @@ held-out sessions. Slow (minutes on 2 CPU cores): `pytest -m slow`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import dagster as dg
 import pytest
 
-from swarm_learn_assets.defs.datasets import sft_dataset
-from swarm_learn_assets.defs.resources import AdapterServing, BaseModel, SwarmData
-from swarm_learn_assets.defs.sessions import session_assets
-from swarm_learn_assets.defs.training import applied_adapter, lora_adapter
-from swarm_learn_assets.runner import materialize
-from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.training.base_model import DEFAULT_MODEL_ID, resolve_base_model
 
 pytestmark = pytest.mark.slow
 
 
-def test_default_model_dequantises_once_and_trains_through_the_chain(tmp_path: Path, monkeypatch):
-    cache = tmp_path / "cache"
-    resolved = resolve_base_model("default", cache)
+def test_default_model_dequantises_once_and_trains_through_the_chain(trained_default):
+    resolved = resolve_base_model("default", trained_default.cache)  # the training dequantised it
+    assert [p.name for p in trained_default.cache.iterdir()] == [resolved.path.name]
     assert (resolved.path / "model.safetensors").is_file() and resolved.model_id == DEFAULT_MODEL_ID
     config = json.loads((resolved.path / "config.json").read_text())
     assert "quantization_config" not in config
-    assert resolve_base_model("default", cache).path == resolved.path  # cached, not converted again
+    written = (resolved.path / "model.safetensors").stat().st_mtime_ns
+    assert resolve_base_model("default", trained_default.cache).path == resolved.path
+    assert (resolved.path / "model.safetensors").stat().st_mtime_ns == written  # cached, not converted again
 
     # The README's data on one scenario, default training config: the quality targets must hold.
-    root = tmp_path / "data"
-    simulate(root, scenarios=1, sessions=20, seed=7)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    _, scenarios, _ = materialize(root, log_level="WARNING")
-    result = dg.materialize(
-        [session_assets, sft_dataset, lora_adapter, applied_adapter],
-        selection=[sft_dataset, lora_adapter, applied_adapter],
-        partition_key=scenarios[0],
-        instance=dg.DagsterInstance.get(),
-        resources={"swarm_data": SwarmData(data_root=str(root)),
-                   "base_model": BaseModel(cache_dir=str(cache)),
-                   "adapter_serving": AdapterServing(), "pipes_subprocess_client": dg.PipesSubprocessClient()},
-        raise_on_error=False,
-    )
-    assert result.success
+    assert trained_default.success
+    root, scenarios = trained_default.root, [trained_default.scenario]
     version = root / "adapters" / scenarios[0] / "v0001"
     adapter_config = json.loads((version / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == DEFAULT_MODEL_ID
