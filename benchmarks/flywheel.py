@@ -78,6 +78,9 @@ def main() -> int:
     p.add_argument("--round-seed", type=int, default=101)
     p.add_argument("--policies", default="base,current,offline")
     p.add_argument("--skip-round-2", action="store_true")
+    p.add_argument("--round0-root", type=Path,
+                   help="reuse a data root already simulated and materialized as round 0 (e.g. README command 1's "
+                        "`data`), copied, instead of running round 0 again")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
 
@@ -86,9 +89,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="swarm-learn-flywheel-"))
     os.environ["DAGSTER_HOME"] = str(work / "home")
     root = work / "data"
-    print(f"round 0: {args.scenarios} x {args.sessions} scripted sessions in {root}", file=sys.stderr)
-    simulate(root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed)
-    report: dict = {"round0_materialize_s": _materialize(root, "round 0"), "applied_round0": _applied(root)}
+    if args.round0_root:
+        import shutil
+
+        shutil.copytree(args.round0_root, root)
+        report: dict = {"round0_materialize_s": 0.0, "round0_root": str(args.round0_root)}
+    else:
+        print(f"round 0: {args.scenarios} x {args.sessions} scripted sessions in {root}", file=sys.stderr)
+        simulate(root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed)
+        report = {"round0_materialize_s": _materialize(root, "round 0")}
+    report["applied_round0"] = _applied(root)
     print(f"  applied after round 0: {report['applied_round0']}", file=sys.stderr)
 
     report["round1"] = {}

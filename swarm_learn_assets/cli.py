@@ -9,9 +9,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .core.layout import DATA_ROOT_ENV, default_data_root
 from .training.base_model import BASE_MODEL_ENV, DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from .training.registry import AdapterRegistry
 
 
 def _data_root(args: argparse.Namespace) -> Path:

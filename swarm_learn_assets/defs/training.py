@@ -42,7 +42,7 @@ class LoraConfig(dg.Config):
     max_seq_length: int = LoraSettings.max_seq_length
     seed: int = LoraSettings.seed
     trainable_layers: int = LoraSettings.trainable_layers
-    max_train_rows: int = 112  # 0: all; a bound on training time as history grows
+    max_train_rows: int = 160  # 0: all; a bound on training time as history grows
     max_eval_rows: int = 32
     max_new_tokens: int = 64
     min_exact_match: float = DEFAULT_MIN_EXACT_MATCH

@@ -35,9 +35,7 @@ def test_default_model_dequantises_once_and_trains_through_the_chain(trained_def
     assert task["rows"] >= 15 and decide["rows"] >= 15 and unseen["rows"] >= 5
     assert task["adapter"]["exact_match"] >= 0.9 and task["base"]["exact_match"] <= 0.1
     assert unseen["adapter"]["exact_match"] >= 0.8
-    # The target is 0.9; this scenario's 16 decide rows measured 0.875 (two misses) with the defaults,
-    # so the test holds the line just below what was measured rather than the target itself.
-    assert decide["adapter"]["exact_match"] >= 0.85
+    assert decide["adapter"]["exact_match"] >= 0.9
     assert scores["gate"]["passed"]
     assert (root / "adapters" / scenarios[0] / "current").read_text().strip() == "v0001"
     assert DEFAULT_MODEL_ID in (version / "README.md").read_text()
