@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  swarm-learn materialize --data-root data   # landing → episodes → … → applied adapter\n"
             "  swarm-learn materialize --data-root data --assets raw_records,episodes,session_snapshot,scenario_model\n"
             "  swarm-learn adapters list --data-root data --scenario <scenario>\n"
+            "  swarm-learn simulate --data-root data --sessions 10 --policy current   # next sessions, decided by the adapter\n"
+            "  swarm-learn adapters serve --data-root data --scenario <scenario>      # llama-server, blue-green\n"
             "  swarm-learn ui --data-root data   # Dagster UI + daemon on http://127.0.0.1:3000"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
