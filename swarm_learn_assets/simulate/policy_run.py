@@ -42,6 +42,7 @@ from .swarm import (
     _Columns,
     _dependency_graph_row,
     _Draws,
+    check_sizes,
     scenario_spec,
     session_id_for,
 )
@@ -203,12 +204,7 @@ def simulate_with_policy(
     """Append `sessions` policy-driven sessions to each scenario's landing folder.
 
     `policy_for(scenario)` gives the policy of a scenario (an adapter belongs to one scenario)."""
-    for label, value in (("scenarios", scenarios), ("sessions", sessions), ("workers", workers),
-                         ("tasks_per_worker", tasks_per_worker)):  # fmt: skip
-        if value < 1:
-            raise ValueError(f"{label} must be at least 1, got {value}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+    check_sizes(scenarios=scenarios, sessions=sessions, workers=workers, tasks_per_worker=tasks_per_worker, seed=seed)
     landing = Path(data_root) / "landing"
     written: list[PolicySession] = []
     for sc in range(scenarios):

@@ -533,6 +533,15 @@ def simulate_session(
     return out.table()
 
 
+def check_sizes(seed: int, **counts: int) -> None:
+    """Every count at least 1 and the seed non-negative, or a ValueError naming the argument."""
+    for label, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{label} must be at least 1, got {value}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+
+
 def simulate(
     data_root: Path,
     scenarios: int = 3,
@@ -548,12 +557,7 @@ def simulate(
     `records_per_session`, when given, replaces `tasks_per_worker`: each worker takes tasks until the
     session holds about that many records.
     """
-    for label, value in (("scenarios", scenarios), ("sessions", sessions), ("workers", workers),
-                         ("tasks_per_worker", tasks_per_worker)):  # fmt: skip
-        if value < 1:
-            raise ValueError(f"{label} must be at least 1, got {value}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+    check_sizes(scenarios=scenarios, sessions=sessions, workers=workers, tasks_per_worker=tasks_per_worker, seed=seed)
     if records_per_session is not None and records_per_session < 1:
         raise ValueError(f"records_per_session must be at least 1, got {records_per_session}")
 
