@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from swarm_learn_assets.cli import main
 from swarm_learn_assets.core.layout import DataLayout
 from swarm_learn_assets.core.policy import parse_policy
 from swarm_learn_assets.serving.llama_cpp import (
@@ -78,12 +79,21 @@ def test_export_gguf_offline_from_the_local_model_folder(served, monkeypatch):
     assert (llama_sources() / "convert_lora_to_gguf.py").is_file()
 
 
-def test_blue_green_twice_then_a_failed_smoke_keeps_the_old_server(served):
-    _, registry = served
+def _serve(root: Path, registry: AdapterRegistry, capsys) -> dict:
+    """`swarm-learn adapters serve`: the applied version (already current, so `registry.apply` would
+    do nothing) gets its own llama-server."""
+    assert registry.current.version == "v0001" and read_serving(registry.root) is None
+    assert main(["adapters", "serve", "--data-root", str(root), "--scenario", registry.scenario]) == 0
+    serving = read_serving(registry.root)
+    assert f"serving v0001 at {serving['url']}" in capsys.readouterr().out
+    return serving
+
+
+def test_blue_green_twice_then_a_failed_smoke_keeps_the_old_server(served, capsys):
+    root, registry = served
     second = _second_version(registry)
     applicator = BlueGreenLlamaCpp("default", timeout=120)
-    registry.apply("v0001", applicator)
-    blue = read_serving(registry.root)
+    blue = _serve(root, registry, capsys)
     assert blue["version"] == "v0001" and is_llama_server(blue["pid"])
     answer = requests.post(f"{blue['url']}/v1/chat/completions", timeout=120, json={
         "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4}).json()
@@ -105,13 +115,12 @@ def test_blue_green_twice_then_a_failed_smoke_keeps_the_old_server(served):
     assert requests.get(f"{green['url']}/health", timeout=10).status_code == 200
 
 
-def test_served_adapter_decides_like_the_in_process_one(served):
+def test_served_adapter_decides_like_the_in_process_one(served, capsys):
     """The same seeds under `current` (transformers + peft) and `endpoint:<serving.json url>`
     (llama-server, Q4_1 base + GGUF adapter): task success within 0.1."""
     root, registry = served
     layout = DataLayout(root)
-    registry.apply("v0001", BlueGreenLlamaCpp("default", timeout=120))
-    url = read_serving(registry.root)["url"]
+    url = _serve(root, registry, capsys)["url"]
     runs = {}
     for policy in ("current", f"endpoint:{url}"):
         sessions = simulate_with_policy(
