@@ -113,7 +113,11 @@ def _print_status(root: Path) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _print_status(_data_root(args))
+    root = _data_root(args)
+    if not root.is_dir():
+        raise ValueError(f"data root {root} does not exist; expected a folder with landing/ "
+                         f"(make one with: swarm-learn simulate --data-root {root})")
+    _print_status(root)
     return 0
 
 

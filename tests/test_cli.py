@@ -127,6 +127,22 @@ def test_adapters_errors_are_one_line(tmp_path: Path, capsys):
     assert "../etc" in capsys.readouterr().err
 
 
+def test_small_doors_name_the_path(tmp_path: Path, capsys):
+    """status on a missing data root and adapters list on a truncated eval.json: one line each,
+    naming the path looked at."""
+    missing = tmp_path / "nowhere"
+    assert main(["status", "--data-root", str(missing)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"swarm-learn status: error: data root {missing} does not exist") and "\n" not in err
+    assert not missing.exists()
+    _fake_versions(tmp_path, "sc", [0.5])
+    (tmp_path / "adapters" / "sc" / "v0001" / "eval.json").write_text('{"models": {"adap')
+    assert main(["adapters", "list", "--scenario", "sc", "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"swarm-learn adapters: error: {tmp_path}/adapters/sc/v0001/eval.json: not valid JSON")
+    assert "\n" not in err
+
+
 def test_trigger_check_and_a_manual_training(tmp_path: Path):
     """`trigger check` explains the default trigger; `train` trains by hand (tiny base model), and
     the trigger then counts from that training."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,14 +16,86 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not safe while threads write files.
+UMASK = _current_umask()
+FILE_MODE = 0o666 & ~UMASK
+DIR_MODE = 0o777 & ~UMASK
+
+# Temporary names carry the writer's pid, so a later run can tell a dead writer's leftovers from a
+# live writer's work in progress: `.<name>.<pid>.<random>.tmp` (files) or `.partial` (folders).
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)(\.[^.]+)?\.(tmp|partial)$")
+STALE_AFTER_S = 6 * 3600  # a pid may be reused; no write takes this long
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of a temporary sibling of `name` written by this process."""
+    return f".{name}.{os.getpid()}."
+
+
+def make_temp_dir(target: Path) -> Path:
+    """A fresh hidden folder beside `target` (same file system, so it can be renamed into place),
+    with the umask's mode rather than mkdtemp's 0700."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".partial", dir=target.parent))
+    tmp.chmod(DIR_MODE)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(*folders: Path) -> list[Path]:
+    """Remove temporary files and folders a killed writer left in `folders`: those whose pid is no
+    longer running, or older than STALE_AFTER_S. A live writer's temporary is left alone."""
+    removed = []
+    now = time.time()
+    for folder in folders:
+        try:
+            entries = list(Path(folder).iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            match = _TEMP_NAME.match(entry.name)
+            if not match:
+                continue
+            try:
+                stale = not _alive(int(match.group(1))) or now - entry.lstat().st_mtime > STALE_AFTER_S
+            except FileNotFoundError:
+                continue
+            if stale and int(match.group(1)) != os.getpid():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
 def _write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool = True) -> Path:
     """Write through `write(tmp)` into a temporary sibling of `path`, then rename it into place; with
     `overwrite=False` it is linked into place instead, which fails if `path` exists (even when another
     process created it a moment ago)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide the data from the UI and other readers
+    finally:
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)

@@ -53,6 +53,11 @@ class DataLayout:
     def snapshot(self, key: str) -> Path:
         return self._session_file("snapshots", key, ".json")
 
+    def session_folders(self, scenario: str) -> list[Path]:
+        """The folders the session stages write into for one scenario (landing is never written)."""
+        name = validate_name("scenario", scenario)
+        return [self.root / area / name for area in ("records", "quarantine", "episodes", "snapshots")]
+
     def scenario_model(self, scenario: str) -> Path:
         return self.root / "models" / validate_name("scenario", scenario) / "scenario_model.json"
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .atomic import write_json, write_parquet
+from .atomic import remove_stale_temps, write_json, write_parquet
 from .episode_table import EPISODE_SCHEMA, build_episode_table
 from .layout import DataLayout
 from .learn_models import WORKER_TASK
@@ -124,6 +124,8 @@ def process_sessions(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown step(s) {sorted(unknown)}; expected some of {list(STEPS)}")
+    for scenario in sorted({split_session_key(key)[0] for key in keys}):
+        remove_stale_temps(*layout.session_folders(scenario))  # a killed run's half-written files
     batch = SessionBatch()
     # A chunk's files are written in the background while the next chunk is computed; at most one
     # chunk's writes are pending, so memory stays bounded.
@@ -392,6 +394,7 @@ def build_model_for_scenario(
     created_at = {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in recent}
     orders = _dependency_orders(layout, scenario, created_at)
     model = build_scenario_model(scenario, snapshots, strategy, max_sessions, orders)
+    remove_stale_temps(layout.scenario_model(scenario).parent)
     write_json(model, layout.scenario_model(scenario))
     return model
 

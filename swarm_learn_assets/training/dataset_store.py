@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..core.atomic import write_json
+from ..core.atomic import make_temp_dir, remove_stale_temps, temp_prefix, write_json
 from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, SOURCES, TRAIN, DatasetConfig, TrainingRows, build_training_rows
 from ..core.layout import DataLayout
 from ..core.stages import read_decision_records, read_session_actions
@@ -50,8 +49,7 @@ def split_hash(rows: list[dict[str, Any]]) -> str:
 
 def _replace_dir(source: Path, target: Path) -> None:
     """Move a finished folder into place; the old one is removed only after the new one is there."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
+    old = target.with_name(f"{temp_prefix(target.name)}old.partial")
     if target.exists():
         target.rename(old)
     source.rename(target)
@@ -92,6 +90,7 @@ def build_scenario_datasets(
                                read_session_actions(layout, scenario, sessions))
     target = layout.dataset_dir(scenario)
     target.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     per_source = {part: {s: sum(r["source"] == s for r in rows.sft[part]) for s in SOURCES} for part in (TRAIN, EVAL)}
     train_rows = sum(per_source[TRAIN][s] for s in train_on)
     manifest: dict[str, Any] = {"scenario": scenario, "eval_fraction": config.eval_fraction,
@@ -106,7 +105,7 @@ def build_scenario_datasets(
             part: Dataset.from_dict({name: [r[name] for r in table[part]] for name in features}, features=features)
             for part in (TRAIN, EVAL)
         })
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target))
+        tmp = make_temp_dir(target / name)
         # One shard per split: an empty split saved with the default (zero shards) cannot be loaded.
         splits.save_to_disk(str(tmp), num_shards={TRAIN: 1, EVAL: 1})
         _replace_dir(tmp, target / name)

@@ -5,6 +5,10 @@ files, `training_metrics.json`, `eval.json`, `lineage.json` and the model card; 
 applied version, one line) and `history.json` (the applied versions, oldest first, at most
 `MAX_HISTORY`). Applying goes through an applicator (the serving side); the pointer moves only
 when the applicator succeeded, so disk and server never disagree.
+
+`history.json` is the record; `current` is a copy of its last entry for readers that want one line.
+It is written second, so a crash between the two writes leaves `current` behind, and reading the
+registry repairs it.
 """
 
 from __future__ import annotations
@@ -27,14 +31,25 @@ class RegistryError(RuntimeError):
     """A registry operation that cannot be done, with what was expected."""
 
 
+def _read_json(file: Path, expected: str) -> Any:
+    """The file's JSON, None when it is missing; a broken file is an error naming it."""
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RegistryError(f"{file}: not valid JSON ({exc}); expected {expected}") from None
+
+
 @dataclass(frozen=True)
 class AdapterVersion:
     version: str
     path: Path
 
     def read(self, name: str) -> dict[str, Any] | None:
-        file = self.path / name
-        return json.loads(file.read_text()) if file.is_file() else None
+        return _read_json(self.path / name, "a JSON object written by the training")
 
     @property
     def eval(self) -> dict[str, Any] | None:
@@ -97,16 +112,37 @@ class AdapterRegistry:
 
     @property
     def current(self) -> AdapterVersion | None:
-        pointer = self.root / "current"
-        if not pointer.is_file():
+        """The applied version: the last entry of `history.json` (a `current` file left behind by a
+        crash is brought up to date)."""
+        history, pointer = self.history(), self.root / "current"
+        if not history:
             return None
-        return self.get(pointer.read_text().strip())
+        version = history[-1]
+        if not pointer.is_file() or pointer.read_text().strip() != version:
+            write_text(version + "\n", pointer)
+        try:
+            return self.get(version)
+        except RegistryError:
+            raise RegistryError(
+                f"{self.root / 'history.json'}: the applied version {version} has no {self.root / version / 'eval.json'}; "
+                f"expected a finished version (apply one with: swarm-learn adapters apply --scenario {self.scenario} "
+                f"--version <version>)"
+            ) from None
 
     def history(self) -> list[str]:
+        """Applied versions, oldest first. A registry written before `history.json` existed (only a
+        `current` file) counts that version as its history."""
         file = self.root / "history.json"
-        return json.loads(file.read_text()) if file.is_file() else []
+        history = _read_json(file, "a list of version names")
+        if history is None:
+            pointer = self.root / "current"
+            return [pointer.read_text().strip()] if pointer.is_file() and pointer.read_text().strip() else []
+        if not isinstance(history, list) or not all(isinstance(v, str) and VERSION.match(v) for v in history):
+            raise RegistryError(f"{file}: expected a list of version names like \"v0001\", got {history!r:.200}")
+        return history
 
     def _record(self, history: list[str]) -> None:
+        """history.json first (the record), then its copy in `current`."""
         write_json(history[-MAX_HISTORY:], self.root / "history.json")
         if history:
             write_text(history[-1] + "\n", self.root / "current")

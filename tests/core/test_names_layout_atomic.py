@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.atomic import _write_atomically, write_json, write_parquet, write_text
+from swarm_learn_assets.core.atomic import _write_atomically, remove_stale_temps, write_json, write_parquet, write_text
 from swarm_learn_assets.core.layout import DataLayout
 from swarm_learn_assets.core.names import (
     InvalidNameError,
@@ -166,3 +170,57 @@ def test_unserialisable_json_leaves_nothing(tmp_path: Path):
     with pytest.raises(TypeError):
         write_json({"x": object()}, tmp_path / "x.json")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int, file_mode: int, dir_mode: int):
+    """The data root is read by other processes (the UI, containers): mkstemp's 0600 must not stick."""
+    script = (
+        "import os, sys; from pathlib import Path; os.umask(int(sys.argv[2], 8))\n"
+        "from swarm_learn_assets.core.atomic import make_temp_dir, write_json\n"
+        "write_json({'a': 1}, Path(sys.argv[1]) / 'x.json')\n"
+        "print(oct(make_temp_dir(Path(sys.argv[1]) / 'd').stat().st_mode & 0o777))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path), oct(umask)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == file_mode
+    assert out.strip() == oct(dir_mode)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path: Path):
+    dead, alive = _dead_pid(), os.getppid()
+    (tmp_path / "x.json").write_text("{}")  # a final file
+    (tmp_path / ".hidden").write_text("")  # not a temporary name
+    (tmp_path / f".x.json.{dead}.k3j2.tmp").write_text("half")  # a killed writer's file
+    (tmp_path / f".sft.{dead}.ab12.partial").mkdir()  # a killed writer's folder
+    (tmp_path / f".sft.{dead}.ab12.partial" / "data.arrow").write_text("half")
+    (tmp_path / f".adapter.gguf.{dead}.partial").write_text("half")
+    (tmp_path / f".x.json.{alive}.q9.tmp").write_text("in progress")  # a live writer's: kept
+    old = tmp_path / f".y.json.{alive}.q8.tmp"
+    old.write_text("forgotten")
+    os.utime(old, (time.time() - 7 * 3600,) * 2)  # older than any write takes: the pid was reused
+    removed = remove_stale_temps(tmp_path, tmp_path / "missing")
+    assert len(removed) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".hidden", f".x.json.{alive}.q9.tmp", "x.json"])
+
+
+def test_a_session_run_removes_what_a_killed_run_left(tmp_path: Path):
+    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.simulate import simulate
+
+    simulate(tmp_path, scenarios=1, sessions=1, seed=3)
+    layout = DataLayout(tmp_path)
+    (key,) = [f.key for f in layout.scan_landing()[0]]
+    dead = _dead_pid()
+    for folder in layout.session_folders(key.split(".")[0]):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".s.parquet.{dead}.zz.tmp").write_text("half")
+    process_sessions(layout, [key])
+    left = [p for f in layout.session_folders(key.split(".")[0]) for p in f.iterdir() if p.name.startswith(".")]
+    assert left == [] and layout.episodes(key).is_file()

@@ -117,6 +117,50 @@ def test_unusable_base_models_are_one_clear_line(tmp_path: Path, monkeypatch):
         bm.resolve_base_model("default", cache_dir=tmp_path / "cache")
 
 
+def _fake_gguf_loader(tiny: Path, monkeypatch) -> list[str]:
+    """transformers' GGUF loading replaced by loading the tiny model folder (no GGUF file needed);
+    returns the list of files it was asked to load, one entry per conversion."""
+    import transformers
+
+    loads: list[str] = []
+    model_from, tokenizer_from = (transformers.AutoModelForCausalLM.from_pretrained,
+                                  transformers.AutoTokenizer.from_pretrained)  # fmt: skip
+
+    def load_model(folder, gguf_file):
+        loads.append(gguf_file)
+        return model_from(tiny)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", load_model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda folder, gguf_file: tokenizer_from(tiny))
+    return loads
+
+
+def test_concurrent_runs_convert_a_gguf_base_once(tiny: Path, tmp_path: Path, monkeypatch):
+    """Several trainings starting together on a fresh machine: one converts, the others wait and
+    reuse it; none fails and no temporary folder is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loads = _fake_gguf_loader(tiny, monkeypatch)
+    gguf = tmp_path / "base.gguf"
+    gguf.write_bytes(b"stand-in weights")
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(4) as pool:
+        resolved = list(pool.map(lambda _: bm.resolve_base_model(str(gguf), cache_dir=cache), range(4)))
+    assert len({r.path for r in resolved}) == 1 and (resolved[0].path / "config.json").is_file()
+    assert loads == ["base.gguf"]
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == [resolved[0].path.name]
+
+
+def test_a_conversion_finished_by_another_process_counts_as_done(tiny: Path, tmp_path: Path, monkeypatch):
+    _fake_gguf_loader(tiny, monkeypatch)
+    target = tmp_path / "cache" / "base-0123"
+    bm.dequantise_gguf(tmp_path / "base.gguf", target)
+    written = (target / "config.json").stat().st_mtime_ns
+    bm.dequantise_gguf(tmp_path / "base.gguf", target)  # the rename meets a full folder: theirs stays
+    assert (target / "config.json").stat().st_mtime_ns == written
+    assert sorted(p.name for p in target.parent.iterdir()) == ["base-0123"]
+
+
 def test_shared_prefix_groups():
     seqs = [[1] * 10 + [2, 3], [1] * 10 + [4], [1] * 9 + [5, 6, 7], [9] * 20, [1] * 9]
     groups = dict((tuple(m), shared) for shared, m in shared_prefix_groups(seqs))

@@ -89,6 +89,63 @@ def test_a_failed_apply_leaves_the_pointer_where_it_was(tmp_path: Path):
     assert registry.current.version == first and registry.history() == [first]
 
 
+@pytest.mark.parametrize("crash_after", [0, 1])
+def test_a_crash_between_the_two_writes_leaves_a_consistent_registry(tmp_path: Path, monkeypatch, crash_after: int):
+    """Applying writes history.json, then current; killed after `crash_after` of those writes, the
+    registry read afterwards names one applied version in both files."""
+    from swarm_learn_assets.training import registry as module
+
+    registry = AdapterRegistry(tmp_path, "sc")
+    first, second = _trained(registry, 0.5), _trained(registry, 0.6)
+    registry.apply(first, NoOpApplicator())
+    real, writes = {"json": module.write_json, "text": module.write_text}, []
+
+    def crashing(kind):
+        def write(payload, path):
+            if len(writes) == crash_after:
+                raise KeyboardInterrupt("killed")  # the process dies here
+            writes.append(path)
+            return real[kind](payload, path)
+        return write
+
+    monkeypatch.setattr(module, "write_json", crashing("json"))
+    monkeypatch.setattr(module, "write_text", crashing("text"))
+    with pytest.raises(KeyboardInterrupt):
+        registry.apply(second, NoOpApplicator())
+    monkeypatch.undo()
+    after = AdapterRegistry(tmp_path, "sc")
+    expected = [first, second][:crash_after + 1][-1]
+    assert after.current.version == expected and after.history()[-1] == expected
+    assert (tmp_path / "sc" / "current").read_text().strip() == expected  # repaired on read
+    after.apply(first if expected == second else second, NoOpApplicator())  # and it goes on working
+
+
+def test_a_broken_registry_is_an_error_naming_the_file(tmp_path: Path):
+    registry = AdapterRegistry(tmp_path, "sc")
+    first = _trained(registry, 0.5)
+    registry.apply(first, NoOpApplicator())
+    (tmp_path / "sc" / first / "eval.json").unlink()  # the applied version lost its evaluation
+    with pytest.raises(RegistryError, match=r"history.json: the applied version v0001 has no .*v0001/eval.json"):
+        registry.current
+    (tmp_path / "sc" / "history.json").write_text('["v00')
+    with pytest.raises(RegistryError, match=r"sc/history.json: not valid JSON .*expected a list of version names"):
+        registry.current
+    (tmp_path / "sc" / "history.json").write_text('{"v0001": 1}')
+    with pytest.raises(RegistryError, match=r"sc/history.json: expected a list of version names"):
+        registry.history()
+    second = _trained(registry, 0.6)
+    (tmp_path / "sc" / second / "eval.json").write_text('{"models": {"adap')  # truncated
+    with pytest.raises(RegistryError, match=r"v0002/eval.json: not valid JSON"):
+        registry.get(second).exact_match
+
+
+def test_a_registry_with_only_a_current_file_keeps_its_applied_version(tmp_path: Path):
+    registry = AdapterRegistry(tmp_path, "sc")
+    first = _trained(registry, 0.5)
+    (tmp_path / "sc" / "current").write_text(first + "\n")
+    assert registry.current.version == first and registry.history() == [first]
+
+
 def test_vllm_loads_under_a_new_name_smokes_then_unloads_the_old(tmp_path: Path):
     registry = AdapterRegistry(tmp_path, "sc")
     first, second = _trained(registry, 0.5), _trained(registry, 0.6)
