@@ -196,7 +196,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from .runner import INSTANCE_TEMPLATE, prepare_instance
 
-    instance = prepare_instance()
+    instance = prepare_instance(data_root=_data_root(args))
     home = os.environ["DAGSTER_HOME"]
     instance.dispose()
     os.environ[DATA_ROOT_ENV] = str(_data_root(args))

@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from .defs.discovery import discover_sessions
+from .defs.cli_logger import cli_logger
 from .defs.datasets import sft_dataset
 from .defs.jobs import full_update_job, process_sessions_job, scenario_model_job, train_adapter_job
 from .defs.resources import AdapterServing, BaseModel, SwarmData
@@ -19,6 +20,8 @@ defs = dg.Definitions(
     jobs=[process_sessions_job, scenario_model_job, train_adapter_job, full_update_job],
     sensors=[discover_sessions, training_trigger],
     schedules=[training_check],
+    # Dagster's console logger stays the default; the CLI's runs ask for `cli` (see runner.py).
+    loggers={"console": dg.colored_console_logger, "cli": cli_logger},
     resources={
         "swarm_data": SwarmData(),
         # `$SWARM_LEARN_BASE_MODEL`: a model folder or .gguf file instead of the embedded default.

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from .core.atomic import write_text
 from .core.layout import DATA_ROOT_ENV, DataLayout
+from .core.locks import file_lock
 from .defs.jobs import SCENARIO_TAG
 from .defs.partitions import SCENARIOS, SESSIONS
 
@@ -32,27 +34,76 @@ class CheckBlocked(PipelineError):
     """Only blocking asset checks failed (e.g. an adapter that is not better): an outcome, not an error."""
 
 
-def prepare_instance(dagster_home: Path | None = None) -> dg.DagsterInstance:
-    """The persistent instance in `$DAGSTER_HOME` (default `./.dagster_home`), created from the template."""
+class InstanceError(RuntimeError):
+    """The Dagster instance in `$DAGSTER_HOME` cannot be used, said in one line with the path."""
+
+
+HOME_ROOT_FILE = "swarm-learn-data-root"  # which data root an instance's partitions and runs belong to
+
+
+def prepare_instance(dagster_home: Path | None = None, data_root: Path | None = None) -> dg.DagsterInstance:
+    """The persistent instance in `$DAGSTER_HOME` (default `./.dagster_home`), created from the template.
+
+    First-time creation happens under a lock, so two commands starting together on a fresh home do
+    not race to create its schema. With `data_root`, the home is tied to that data root: a home
+    that already serves another data root is refused, since its partitions are that root's sessions.
+    """
     home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+    if home.exists() and not home.is_dir():
+        raise InstanceError(f"DAGSTER_HOME {home} is a file; expected a folder for the Dagster instance")
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    if not (home / "dagster.yaml").exists() and INSTANCE_TEMPLATE.is_file():
-        shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
-    return dg.DagsterInstance.get()
+    with file_lock(home / ".swarm-learn-init.lock"):
+        if data_root is not None:
+            _claim_home(home, Path(data_root).resolve())
+        if not (home / "dagster.yaml").exists() and INSTANCE_TEMPLATE.is_file():
+            write_text(INSTANCE_TEMPLATE.read_text(), home / "dagster.yaml")
+        try:
+            instance = dg.DagsterInstance.get()
+            instance.get_dynamic_partitions(SESSIONS)  # creates the storage's schema now, under the lock
+        except Exception as exc:  # Dagster raises config, YAML and database errors of many types
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise InstanceError(f"{home / 'dagster.yaml'}: cannot open the Dagster instance "
+                                f"({type(exc).__name__}: {first})") from exc
+    return instance
+
+
+def _claim_home(home: Path, root: Path) -> None:
+    marker = home / HOME_ROOT_FILE
+    if marker.is_file():
+        owner = marker.read_text().strip()
+        if owner and owner != str(root):
+            raise InstanceError(
+                f"DAGSTER_HOME {home} belongs to data root {owner}, not {root}; set DAGSTER_HOME to another "
+                f"folder for this data root (or remove {home} to start its history over)"
+            )
+        return
+    write_text(f"{root}\n", marker)
 
 
 def register_landing(instance: dg.DagsterInstance, layout: DataLayout) -> tuple[list[str], list[str], list[str]]:
-    """Add every landing session and scenario as a partition; returns (sessions, scenarios, refused files)."""
+    """Add every landing session and scenario as a partition; returns (sessions, scenarios, refused files).
+    A partition that another process added meanwhile counts as added."""
     files, refused = layout.scan_landing()
     sessions = [f.key for f in files]
     scenarios = sorted({f.scenario for f in files})
     for name, keys in ((SESSIONS, sessions), (SCENARIOS, scenarios)):
+        _add_partitions(instance, name, keys)
+    return sessions, scenarios, refused
+
+
+def _add_partitions(instance: dg.DagsterInstance, name: str, keys: Sequence[str]) -> None:
+    for attempt in range(3):
         known = set(instance.get_dynamic_partitions(name))
         missing = [k for k in keys if k not in known]
-        if missing:
+        if not missing:
+            return
+        try:
             instance.add_dynamic_partitions(name, missing)
-    return sessions, scenarios, refused
+            return
+        except Exception:  # a concurrent run added some of them first (a UNIQUE constraint)
+            if attempt == 2:
+                raise
 
 
 def _run(
@@ -61,29 +112,44 @@ def _run(
     job_name: str,
     assets: Sequence[str],
     partitions: str,
+    keys: Sequence[str],
     log_level: str,
 ) -> None:
-    keys = instance.get_dynamic_partitions(partitions)
+    """One run over this data root's `keys` of the `partitions` set: the range they span in the
+    instance's order (a home serves one data root, so the range holds no other root's sessions)."""
     if not keys or not assets:
         return
+    wanted = set(keys)
+    keys = [k for k in instance.get_dynamic_partitions(partitions) if k in wanted]
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=instance,
         asset_selection=[dg.AssetKey(a) for a in assets],
         tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-        run_config={
-            "loggers": {"console": {"config": {"log_level": log_level}}},
-        },
+        run_config=_logging(log_level),
         raise_on_error=False,
     )
     _raise_on_failure(result, job_name)
+
+
+def _logging(log_level: str) -> dict:
+    """CLI runs log through `cli_logger`: failures in one line, with stack traces at DEBUG (--verbose)."""
+    return {"loggers": {"cli": {"config": {"log_level": log_level, "traceback": log_level.upper() == "DEBUG"}}}}
+
+
+def _root_cause(error) -> str:
+    """The innermost cause of a Dagster error, as `Type: first line` (the wrappers say nothing)."""
+    while error.cause is not None:
+        error = error.cause
+    first = next((line.strip() for line in error.message.splitlines() if line.strip()), "failed")
+    return first if first.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {first}"
 
 
 def _raise_on_failure(result: dg.ExecuteInProcessResult, job_name: str) -> None:
     if not result.success:
         steps = [e for e in result.all_events if e.is_step_failure]
         failures = [
-            f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else 'failed'}"
+            f"{e.step_key}: {_root_cause(e.step_failure_data.error) if e.step_failure_data.error else 'failed'}"
             for e in steps
         ]
         blocked = steps and all(
@@ -111,7 +177,36 @@ def materialize(
     if unknown:
         raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(ALL_ASSETS)}")
     os.environ[DATA_ROOT_ENV] = str(data_root)
-    instance = prepare_instance()
+    instance = prepare_instance(data_root=data_root)
+    with data_root_lock(data_root, on_wait=on_stage):
+        return _materialize(instance, defs, data_root, assets, log_level, on_stage, scenarios, training_log_level)
+
+
+@contextmanager
+def data_root_lock(data_root: Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One `materialize` at a time per data root: a second one waits for the first, then finds its
+    work done (the stages are idempotent), instead of both writing the same outputs at once."""
+    lock = Path(data_root) / ".swarm-learn.lock"
+    with file_lock(lock, blocking=False) as free:
+        if free:
+            yield
+            return
+    if on_wait:
+        on_wait(f"another swarm-learn run holds {data_root}; waiting for it to finish")
+    with file_lock(lock):
+        yield
+
+
+def _materialize(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    data_root: Path,
+    assets: Sequence[str],
+    log_level: str,
+    on_stage: Callable[[str], None] | None,
+    scenarios: Sequence[str] | None,
+    training_log_level: str | None,
+) -> tuple[list[str], list[str], list[str]]:
     sessions, known, refused = register_landing(instance, DataLayout(data_root))
     missing = sorted(set(scenarios or []) - set(known))
     if missing:
@@ -121,10 +216,10 @@ def materialize(
     scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
     if on_stage and session_assets:
         on_stage(f"processing {len(sessions)} session(s): {', '.join(session_assets)}")
-    _run(defs, instance, "process_sessions", session_assets, SESSIONS, log_level)
+    _run(defs, instance, "process_sessions", session_assets, SESSIONS, sessions, log_level)
     if on_stage and scenario_assets:
         on_stage(f"building {len(known)} scenario model(s)")
-    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, log_level)
+    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, known, log_level)
     training_assets = [a for a in TRAINING_ASSETS if a in assets]
     for scenario in (chosen if training_assets else []):
         if on_stage:
@@ -146,7 +241,7 @@ def _run_partition(
         asset_selection=[dg.AssetKey(a) for a in assets],
         partition_key=key,
         tags={SCENARIO_TAG: key},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        run_config=_logging(log_level),
         raise_on_error=False,
     )
     _raise_on_failure(result, job_name)

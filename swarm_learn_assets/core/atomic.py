@@ -38,11 +38,22 @@ def temp_prefix(name: str) -> str:
     return f".{name}.{os.getpid()}."
 
 
+def make_folder(folder: Path) -> Path:
+    """mkdir -p, with an error that names the file standing where a folder must go."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise NotADirectoryError(f"{blocker} is a file where the output folder {folder} must be; "
+                                 "move it away and run again") from None
+    return folder
+
+
 def make_temp_dir(target: Path) -> Path:
     """A fresh hidden folder beside `target` (same file system, so it can be renamed into place),
     with the umask's mode rather than mkdtemp's 0700."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".partial", dir=target.parent))
     tmp.chmod(DIR_MODE)
     return tmp
@@ -90,7 +101,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool
     `overwrite=False` it is linked into place instead, which fails if `path` exists (even when another
     process created it a moment ago)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide the data from the UI and other readers

@@ -275,6 +275,12 @@ def chat_format_problems(rows: Iterable[dict[str, Any]]) -> list[str]:
     problems = []
     for i, row in enumerate(rows):
         messages = row.get("messages") or []
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+        ):
+            problems.append(f"row {i} ({row.get('episode_id')}): expected messages as a list of "
+                            f"{{role, content: text}}, got {messages!r:.120}")
+            continue
         roles = [m.get("role") for m in messages]
         if not roles or roles[-1] != "assistant" or not (messages[-1].get("content") or "").strip():
             problems.append(f"row {i} ({row.get('episode_id')}): expected a non-empty assistant turn last, got roles {roles}")

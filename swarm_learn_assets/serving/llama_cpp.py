@@ -183,7 +183,11 @@ def start_llama_server(
     port = free_port(host)
     cmd = [str(binary), "-m", str(model_gguf), "--host", host, "--port", str(port), "-np", str(parallel),
            "-c", str(1024 * parallel), "-t", str(threads or os.cpu_count() or 2), "--no-webui",
-           "--jinja"]  # the model's own chat template, as transformers applies it in training  # fmt: skip
+           "--jinja",  # the model's own chat template, as transformers applies it in training
+           # Repacked weights (the AMX / interleaved CPU buffer types) crash llama-server at start
+           # when a LoRA adapter is loaded on CPUs that have AMX (exit -11, measured on this build);
+           # plain buffers serve a 135M model just as well.
+           "--no-repack"]  # fmt: skip
     if lora_gguf is not None:
         cmd += ["--lora", str(lora_gguf)]
     log.parent.mkdir(parents=True, exist_ok=True)

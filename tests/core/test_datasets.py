@@ -222,6 +222,12 @@ def test_chat_format_problems_name_the_row():
     problems = chat_format_problems([good, empty, wrong, alone])
     assert len(problems) == 3 and "row 1 (b)" in problems[0] and "row 2 (c)" in problems[1]
     assert "row 3 (d)" in problems[2]
+    odd = [{"episode_id": "e", "messages": ["hello", {"role": "assistant", "content": "x"}]},
+           {"episode_id": "f", "messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]},
+           {"episode_id": "g", "messages": "user: hi"}]
+    problems = chat_format_problems(odd)  # reasons, not an AttributeError
+    assert [p.split(":")[0] for p in problems] == ["row 0 (e)", "row 1 (f)", "row 2 (g)"]
+    assert all("expected messages as a list of {role, content: text}" in p for p in problems)
 
 
 def test_episode_from_row_round_trips_the_learn_model_fields(scenario_data):
