@@ -192,9 +192,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` (webserver + daemon: sensors, schedules, run queue) on the project's instance."""
     import os
     import shutil
-    import subprocess
 
     from .runner import INSTANCE_TEMPLATE, prepare_instance
+    from .supervise import run_until_signalled
 
     instance = prepare_instance(data_root=_data_root(args))
     home = os.environ["DAGSTER_HOME"]
@@ -205,7 +205,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"Dagster UI on http://{args.host}:{args.port} (instance {home}, data {os.environ[DATA_ROOT_ENV]}); "
           "Ctrl-C stops it", file=sys.stderr)
     command = [dagster, "dev", "-w", str(workspace), "--host", args.host, "--port", str(args.port)]
-    return subprocess.run(command, cwd=workspace.parent, check=False).returncode
+    return run_until_signalled(command, cwd=workspace.parent)
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import dagster as dg
 from .core.atomic import write_text
 from .core.layout import DATA_ROOT_ENV, DataLayout
 from .core.locks import file_lock
+from .defs.failures import root_cause
 from .defs.jobs import SCENARIO_TAG
 from .defs.partitions import SCENARIOS, SESSIONS
 
@@ -137,19 +138,11 @@ def _logging(log_level: str) -> dict:
     return {"loggers": {"cli": {"config": {"log_level": log_level, "traceback": log_level.upper() == "DEBUG"}}}}
 
 
-def _root_cause(error) -> str:
-    """The innermost cause of a Dagster error, as `Type: first line` (the wrappers say nothing)."""
-    while error.cause is not None:
-        error = error.cause
-    first = next((line.strip() for line in error.message.splitlines() if line.strip()), "failed")
-    return first if first.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {first}"
-
-
 def _raise_on_failure(result: dg.ExecuteInProcessResult, job_name: str) -> None:
     if not result.success:
         steps = [e for e in result.all_events if e.is_step_failure]
         failures = [
-            f"{e.step_key}: {_root_cause(e.step_failure_data.error) if e.step_failure_data.error else 'failed'}"
+            f"{e.step_key}: {root_cause(e.step_failure_data.error) if e.step_failure_data.error else 'failed'}"
             for e in steps
         ]
         blocked = steps and all(

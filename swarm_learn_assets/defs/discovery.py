@@ -1,4 +1,6 @@
-"""Session discovery: new landing files become partitions and get processed, exactly once per file version."""
+"""Session discovery: new landing files become partitions and get processed, exactly once per file
+version; a processing run that failed is requested again on later ticks (at most MAX_ATTEMPTS runs per
+request), with the failure's reason in the tick's log."""
 
 import base64
 import hashlib
@@ -7,6 +9,7 @@ import zlib
 
 import dagster as dg
 
+from .failures import run_failure_reason
 from .jobs import process_sessions_job, scenario_model_job
 from .records import RAW_RECORDS
 from .partitions import SCENARIOS, SESSIONS
@@ -23,13 +26,53 @@ def file_run_key(key: str, size: int, mtime_ns: int) -> str:
     return f"{key}:{size}:{mtime_ns}"
 
 
-def _load_versions(cursor: str | None) -> dict[str, str]:
-    return json.loads(zlib.decompress(base64.b64decode(cursor))) if cursor else {}
+MAX_ATTEMPTS = 3  # runs per processing request: the first and two retries
+RUN_KEY_TAG = "dagster/run_key"  # set by Dagster on every run a sensor requested
 
 
-def _dump_versions(versions: dict[str, str]) -> str:
-    """The file versions already requested, compressed: the cursor holds one entry per session."""
-    return base64.b64encode(zlib.compress(json.dumps(versions, sort_keys=True).encode())).decode()
+def _load_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, dict]]:
+    """(file versions already requested, processing requests whose run has not succeeded yet)."""
+    state = json.loads(zlib.decompress(base64.b64decode(cursor))) if cursor else {}
+    if "versions" not in state:  # a cursor written before retries: versions only
+        return state, {}
+    return state["versions"], state["pending"]
+
+
+def _dump_cursor(versions: dict[str, str], pending: dict[str, dict]) -> str:
+    """Compressed: the cursor holds one entry per session."""
+    payload = {"versions": versions, "pending": pending}
+    return base64.b64encode(zlib.compress(json.dumps(payload, sort_keys=True).encode())).decode()
+
+
+def _pending(request: dg.RunRequest, attempts: int = 1) -> dict:
+    return {"attempts": attempts, "partition_key": request.partition_key, "tags": dict(request.tags or {})}
+
+
+def _retries(context: dg.SensorEvaluationContext, pending: dict[str, dict]) -> list[dg.RunRequest]:
+    """Follow the processing requests in flight: a succeeded run ends its entry, a failed or
+    canceled one is requested again under a new run key until MAX_ATTEMPTS runs have failed."""
+    retries = []
+    for run_key, entry in sorted(pending.items()):
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+        if not runs or runs[0].status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
+                del pending[run_key]
+            continue  # not launched yet, or still queued / running
+        del pending[run_key]
+        reason = run_failure_reason(context.instance, runs[0].run_id)
+        attempts = entry["attempts"]
+        if attempts >= MAX_ATTEMPTS:
+            context.log.error(f"giving up on {run_key} after {attempts} failed runs (last {runs[0].run_id}: "
+                              f"{reason}); it runs again when its landing file changes")
+            continue
+        retry = dg.RunRequest(run_key=f"{run_key.split(':retry')[0]}:retry{attempts}",
+                              job_name=process_sessions_job.name, partition_key=entry["partition_key"],
+                              tags=entry["tags"])  # fmt: skip
+        context.log.warning(f"retrying {run_key} (attempt {attempts + 1} of {MAX_ATTEMPTS}): "
+                            f"run {runs[0].run_id} failed: {reason}")
+        pending[retry.run_key] = _pending(retry, attempts + 1)
+        retries.append(retry)
+    return retries
 
 
 @dg.sensor(
@@ -43,7 +86,8 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
     files, refused = layout.scan_landing()
     for message in refused:
         context.log.warning(message)
-    versions = _load_versions(context.cursor)
+    versions, pending = _load_cursor(context.cursor)
+    retries = _retries(context, pending)
     known_sessions = set(context.instance.get_dynamic_partitions(SESSIONS))
     known_scenarios = set(context.instance.get_dynamic_partitions(SCENARIOS))
     processed = context.instance.get_materialized_partitions(RAW_RECORDS) if known_sessions else set()
@@ -89,10 +133,13 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
                     partition_key=scenario,
                 )
             )
-    context.log.info(f"{len(new)} new session(s), {len(new_scenarios)} new scenario(s)")
+    for request in runs:
+        if request.job_name == process_sessions_job.name:
+            pending[request.run_key] = _pending(request)
+    context.log.info(f"{len(new)} new session(s), {len(new_scenarios)} new scenario(s), {len(retries)} retried")
     return dg.SensorResult(
-        run_requests=runs,
-        cursor=_dump_versions(versions),
+        run_requests=[*runs, *retries],
+        cursor=_dump_cursor(versions, pending),
         dynamic_partitions_requests=[
             dg.AddDynamicPartitionsRequest(SESSIONS, [f.key for f in new]),
             dg.AddDynamicPartitionsRequest(SCENARIOS, new_scenarios),

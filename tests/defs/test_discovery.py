@@ -95,3 +95,57 @@ def test_scenario_model_is_requested_once_all_snapshots_exist(data_root: Path):
         assert sorted(r.partition_key for r in model_runs) == instance.get_dynamic_partitions("scenarios")
         again = [r for r in _tick(instance, data_root).run_requests if r.job_name == "build_scenario_model"]
         assert {r.run_key for r in again} == {r.run_key for r in model_runs}
+
+
+def _execute(instance: dg.DagsterInstance, request: dg.RunRequest) -> bool:
+    """What the daemon does with a run request: a run of the job, tagged with its run key."""
+    from swarm_learn_assets.definitions import defs
+
+    result = defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance, partition_key=request.partition_key, raise_on_error=False,
+        tags={**request.tags, discovery.RUN_KEY_TAG: request.run_key},
+    )  # fmt: skip
+    return result.success
+
+
+def test_a_failed_run_is_retried_with_its_reason_until_the_attempts_run_out(data_root: Path, capfd):
+    """The tick's log (what the UI shows under the sensor's tick) says why and which attempt."""
+    blocker = data_root / "records" / sorted(p.name for p in (data_root / "landing").iterdir())[0]
+    blocker.parent.mkdir()
+    blocker.write_text("in the way")  # every processing run fails until this file goes
+    with dg.instance_for_test() as instance:
+        tick = _tick(instance, data_root)
+        _apply(instance, tick)
+        (request,) = _session_runs(tick)
+        first_key = request.run_key
+        for attempt in range(2, discovery.MAX_ATTEMPTS + 1):
+            assert not _execute(instance, request)
+            capfd.readouterr()
+            tick = _tick(instance, data_root, tick.cursor)
+            (request,) = _session_runs(tick)
+            assert request.run_key == f"{first_key}:retry{attempt - 1}"
+            assert request.tags[discovery.RANGE_START_TAG] == instance.get_dynamic_partitions("sessions")[0]
+            logged = capfd.readouterr().err
+            assert f"attempt {attempt} of {discovery.MAX_ATTEMPTS}" in logged
+            assert f"{blocker} is a file where the output folder" in logged  # the reason, on the tick
+        assert not _execute(instance, request)
+        capfd.readouterr()
+        tick = _tick(instance, data_root, tick.cursor)
+        assert _session_runs(tick) == [] and f"giving up on {first_key}:retry2 after 3 failed runs" in capfd.readouterr().err
+        assert _session_runs(_tick(instance, data_root, tick.cursor)) == []  # bounded: no more retries
+
+
+def test_a_retry_that_succeeds_ends_the_retries(data_root: Path):
+    blocker = data_root / "records" / sorted(p.name for p in (data_root / "landing").iterdir())[0]
+    blocker.parent.mkdir()
+    blocker.write_text("in the way")
+    with dg.instance_for_test() as instance:
+        tick = _tick(instance, data_root)
+        _apply(instance, tick)
+        assert not _execute(instance, _session_runs(tick)[0])
+        blocker.unlink()  # the operator fixed it
+        tick = _tick(instance, data_root, tick.cursor)
+        assert _execute(instance, _session_runs(tick)[0])
+        tick = _tick(instance, data_root, tick.cursor)
+        assert _session_runs(tick) == []
+        assert len(instance.get_materialized_partitions(dg.AssetKey("raw_records"))) == 8

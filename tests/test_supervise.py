@@ -1,0 +1,67 @@
+"""`swarm-learn ui` stops on Ctrl-C / SIGTERM with nothing left: the supervisor against a stand-in
+process tree (a parent that starts a grandchild, each optionally ignoring SIGTERM). The real
+`dagster dev` is stopped the same way in the slow UI test."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TREE = """
+import os, signal, subprocess, sys, time
+stubborn = sys.argv[1] == "stubborn"
+if stubborn:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+code = "import signal, time\\n" + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n" if stubborn else "") + \\
+       "while True: time.sleep(1)"
+grandchild = subprocess.Popen([sys.executable, "-c", code])
+print(grandchild.pid, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+SUPERVISOR = """
+import sys
+from swarm_learn_assets.supervise import run_until_signalled
+print(run_until_signalled([sys.executable, "-c", sys.argv[1], sys.argv[2]], grace_s=float(sys.argv[3])), flush=True)
+"""
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return "Z" in state.split()[1]  # a zombie waiting for its reaper has stopped
+
+
+def _start(kind: str, grace: float) -> tuple[subprocess.Popen, int]:
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, TREE, kind, str(grace)], text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    grandchild = int(supervisor.stdout.readline())  # the tree is up once the grandchild's pid is printed
+    return supervisor, grandchild
+
+
+@pytest.mark.parametrize(("kind", "signals", "grace", "limit"), [
+    ("polite", [signal.SIGTERM], 8.0, 5.0),  # stops on the first signal, well inside the grace period
+    ("polite", [signal.SIGINT], 8.0, 5.0),  # Ctrl-C
+    ("stubborn", [signal.SIGTERM], 1.0, 6.0),  # ignores SIGTERM: killed when the grace period ends
+    ("stubborn", [signal.SIGTERM, signal.SIGINT], 60.0, 5.0),  # a second signal kills at once
+])
+def test_a_signal_stops_the_whole_tree(kind, signals, grace, limit):
+    supervisor, grandchild = _start(kind, grace)
+    started = time.monotonic()
+    for i, signum in enumerate(signals):
+        supervisor.send_signal(signum)
+        if i == 0:  # handled (its message printed) before a second one is sent
+            assert supervisor.stderr.readline().startswith("stopping")
+    supervisor.wait(timeout=limit)
+    assert time.monotonic() - started < limit
+    assert int(supervisor.stdout.read().strip()) == 128 + signals[0]  # the exit code the supervisor reports
+    assert _gone(grandchild), f"grandchild {grandchild} outlived the supervisor"
