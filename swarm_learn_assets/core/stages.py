@@ -26,7 +26,7 @@ from .learn_models import WORKER_TASK
 from .merge import MergeStrategy
 from .names import split_session_key
 from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model, latest_sessions
-from .schema import COLUMNS, REJECT_REASON, SOURCE_ROW
+from .schema import COLUMNS, LEARN_STATS_OUTCOMES, REJECT_REASON, SOURCE_ROW
 from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
 from .validation import SESSION_KEY, LandingFileError, NormalisedSession, normalise, read_landing, validate
 
@@ -105,6 +105,8 @@ class SessionBatch:
     ingest: list[SessionIngest] = field(default_factory=list)
     episodes: list[pa.Table] = field(default_factory=list)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    # (judged worker-task episodes, successes) of every session whose episodes were cut
+    task_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def episode_table(self) -> pa.Table:
         return pa.concat_tables(self.episodes) if self.episodes else EPISODE_SCHEMA.empty_table()
@@ -146,6 +148,8 @@ def process_sessions(
                 if EPISODES in steps:
                     episodes, jobs = _episodes_chunk(layout, chunk, records, with_records, settings)
                     batch.episodes.append(episodes)
+                    counts = task_counts_by_session(episodes)
+                    batch.task_counts.update({k: counts.get(k, (0, 0)) for k in chunk if k in with_records})
                     writes += jobs
                 else:
                     episodes = _read_episodes(layout, chunk)
@@ -322,6 +326,18 @@ def task_outcomes(table: pa.Table) -> dict[str, int]:
     """Worker-task episodes per outcome in an episode table."""
     tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
     return {row["values"]: row["counts"] for row in pc.value_counts(tasks.column("outcome")).to_pylist()}
+
+
+def task_counts_by_session(table: pa.Table) -> dict[str, tuple[int, int]]:
+    """Judged worker-task episodes and successes per session key (`scenario.session_id`): what the
+    training triggers count, once per distinct session content."""
+    tasks = table.filter(pc.and_(pc.equal(table.column("learn_model"), WORKER_TASK),
+                                 pc.is_in(table.column("outcome"), pa.array(list(LEARN_STATS_OUTCOMES)))))
+    tasks = tasks.append_column("won", pc.cast(pc.equal(tasks.column("outcome"), "success"), pa.int64()))
+    grouped = tasks.group_by(["scenario", "session_id"]).aggregate([("won", "count"), ("won", "sum")])
+    return {f"{sc}.{sid}": (n, int(won)) for sc, sid, n, won in zip(
+        grouped.column("scenario").to_pylist(), grouped.column("session_id").to_pylist(),
+        grouped.column("won_count").to_pylist(), grouped.column("won_sum").to_pylist())}  # fmt: skip
 
 
 def count_task_outcomes(layout: DataLayout, keys: Sequence[str]) -> dict[str, int]:

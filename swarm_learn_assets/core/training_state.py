@@ -9,7 +9,10 @@ cursor, so a daemon restart loses nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+
+from .names import split_session_key
 
 from .triggers import (
     AndTrigger,
@@ -82,6 +85,34 @@ class TrainingState:
         data = json.loads(text)
         return cls({k: ScenarioState(**v) for k, v in data["scenarios"].items()},
                    data.get("episodes_cursor"), data.get("training_cursor"))
+
+
+@dataclass(frozen=True)
+class SessionCount:
+    """One session's judged worker-task episodes and successes, as the session stage last saw it."""
+
+    episodes: int
+    successes: int
+
+    def added_since(self, before: SessionCount | None) -> SessionCount:
+        """What this observation adds to the trigger counts, given the session's previous one:
+        everything for a first observation, nothing for the same content again (a re-run, a
+        backfill, a retry), only the growth for a re-landed session."""
+        if before is None:
+            return self
+        episodes = max(0, self.episodes - before.episodes)
+        return SessionCount(episodes, min(episodes, max(0, self.successes - before.successes)))
+
+
+def fold_session_counts(state: TrainingState, observations: Iterable[tuple[str, SessionCount, SessionCount | None]],
+                        window_for: Callable[[str], int]) -> None:
+    """Add each session observation `(session key, count, the session's previous count or None)`
+    to its scenario, once per distinct content (see `SessionCount.added_since`)."""
+    for key, count, before in observations:
+        added = count.added_since(before)
+        if added.episodes:
+            scenario = split_session_key(key)[0]
+            state.scenario(scenario).add(added.episodes, added.successes, window_for(scenario))
 
 
 def quality_window(trigger: TrainTrigger) -> int:

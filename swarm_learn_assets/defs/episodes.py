@@ -11,6 +11,8 @@ from .metadata import markdown_table, share
 from .records import RAW_RECORDS
 
 EPISODES = dg.AssetKey("episodes")
+# Metadata keys of the per-session observations the training triggers count (see sessions.py).
+TASK_EPISODES, TASK_SUCCESSES = "task_episodes", "task_successes"
 UNIQUE_IDS_CHECK = dg.AssetCheckSpec("episode_ids_unique", asset=EPISODES, blocking=True)
 
 episodes_spec = dg.AssetSpec(
@@ -47,8 +49,8 @@ def episodes_result(layout: DataLayout, table: pa.Table) -> dg.MaterializeResult
             "dagster/row_count": table.num_rows,
             "worker_task_outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
             "success_rate": share(outcomes.get("success", 0), tasks.num_rows),
-            # The whole batch's counts (the same on each of its partitions): the training sensor
-            # counts them once per run.
+            # The whole batch's counts (the same on each of its partitions), for people; the
+            # training triggers count the per-session observations instead.
             "episodes_by_scenario": dg.MetadataValue.json(outcomes_by_scenario(table)),
             "preview": markdown_table(
                 ["session", "worker", "outcome", "actions"],

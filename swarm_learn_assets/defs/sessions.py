@@ -20,7 +20,7 @@ from ..core.stages import (
     process_sessions,
     task_outcomes,
 )
-from .episodes import UNIQUE_IDS_CHECK, episodes_result, episodes_spec
+from .episodes import TASK_EPISODES, TASK_SUCCESSES, UNIQUE_IDS_CHECK, episodes_result, episodes_spec
 from .partitions import SESSION_BACKFILL, sessions_partitions
 from .records import QUARANTINE_CHECK, raw_records_result, raw_records_spec
 from .resources import SwarmData
@@ -62,6 +62,11 @@ def session_assets(
     episodes = batch.episode_table() if EPISODES in steps else None
     if episodes is not None:
         yield episodes_result(layout, episodes)
+        # One observation per session with its own counts: a multi-partition run copies its
+        # metadata onto every partition, so the training triggers count sessions from these.
+        for key, (tasks, successes) in sorted(batch.task_counts.items()):
+            context.log_event(dg.AssetObservation(episodes_spec.key, partition=key, metadata={
+                TASK_EPISODES: tasks, TASK_SUCCESSES: successes}))  # fmt: skip
     if SNAPSHOTS in steps:
         outcomes = task_outcomes(episodes) if episodes is not None else count_task_outcomes(layout, keys)
         yield session_snapshot_result(layout, batch.snapshots, outcomes)

@@ -1,5 +1,8 @@
-"""Training triggers on Dagster's daemon: a sensor for the count and quality rules, a schedule for
-the time rules (the reference daemon's check interval). Both read Dagster's own records.
+"""Training triggers on Dagster's daemon: a sensor (every minute, over the records since its cursor)
+and a schedule (the reference daemon's check interval) tick, and one evaluator decides for both, over
+every rule of a scenario's trigger; a state that fired is claimed, so it starts one training whatever
+ticked. Counts come from Dagster's own records: per-session observations of `episodes`, each session's
+content counted once.
 
 Settings come from the YAML file named by `$SWARM_LEARN_TRIGGERS` (see `core/trigger_spec.py`);
 a bad spec stops the definitions from loading, with the offending token in the message.
@@ -8,13 +11,21 @@ a bad spec stops the definitions from loading, with the offending token in the m
 import json
 import os
 import time
+from pathlib import Path
 
 import dagster as dg
 
 from ..core.trigger_spec import TRIGGERS_FILE_ENV, TriggerSettings, check_interval_cron, load_trigger_settings
-from ..core.training_state import ScenarioState, TrainingState, explain, quality_window
-from ..core.triggers import NeverTrigger, TimeTrigger, TrainTrigger
-from .episodes import EPISODES
+from ..core.training_state import (
+    ScenarioState,
+    SessionCount,
+    TrainingState,
+    explain,
+    fold_session_counts,
+    quality_window,
+)
+from ..core.locks import file_lock
+from .episodes import EPISODES, TASK_EPISODES, TASK_SUCCESSES
 from .jobs import MODE_JOBS, SCENARIO_TAG
 from .partitions import SCENARIOS
 from .training import LORA_ADAPTER
@@ -25,35 +36,53 @@ ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagste
           dg.DagsterRunStatus.STARTED]
 
 
-def without_time(trigger: TrainTrigger) -> TrainTrigger:
-    """The trigger with its time rules never firing: what the sensor evaluates (the schedule does time)."""
-    if isinstance(trigger, TimeTrigger):
-        return NeverTrigger()
-    children = getattr(trigger, "triggers", None)
-    return type(trigger)(tuple(without_time(t) for t in children)) if children is not None else trigger
+def _count(record) -> SessionCount:
+    metadata = record.asset_observation.metadata
+    return SessionCount(int(metadata[TASK_EPISODES].value), int(metadata[TASK_SUCCESSES].value))
 
 
-def fold_episodes(state: TrainingState, records: list, last_run: str | None) -> str | None:
-    """Add each run's per-scenario counts once (its partitions repeat the same batch metadata)."""
-    windows: dict[str, int] = {}  # what each scenario's quality rules look at
+def _counts_before(instance: dg.DagsterInstance, keys: list[str], storage_id: int) -> dict[str, SessionCount]:
+    """Each session's latest count observed before `storage_id`, if any (newest first, so the first
+    record of a key is its latest)."""
+    found: dict[str, SessionCount] = {}
+    cursor = None
+    for start in range(0, len(keys), PAGE):
+        chunk = keys[start:start + PAGE]
+        while True:
+            page = instance.fetch_observations(
+                dg.AssetRecordsFilter(EPISODES, asset_partitions=chunk, before_storage_id=storage_id),
+                limit=PAGE, cursor=cursor)  # fmt: skip
+            for record in page.records:
+                found.setdefault(record.partition_key, _count(record))
+            cursor = page.cursor
+            if not page.has_more or all(k in found for k in chunk):
+                cursor = None
+                break
+    return found
+
+
+def fold_observations(instance: dg.DagsterInstance, state: TrainingState, records: list,
+                      scenario: str | None = None) -> None:  # fmt: skip
+    """Add a page of session observations (oldest first), each compared with the same session's
+    observation before it, wherever that is: in this page, or before it in the event log. Runs that
+    interleave their events, or storages that write them one at a time, count the same."""
+    records = [r for r in records if r.partition_key and (scenario is None or r.partition_key.startswith(f"{scenario}."))]
+    if not records:
+        return
+    previous = _counts_before(instance, sorted({r.partition_key for r in records}), records[0].storage_id)
+    observed = []
     for record in records:
-        if record.run_id and record.run_id == last_run:  # runless events ("" run id) each count
-            continue
-        last_run = record.run_id
-        counts = record.asset_materialization.metadata.get("episodes_by_scenario")
-        for scenario, entry in (counts.value if counts is not None else {}).items():
-            if scenario not in windows:
-                windows[scenario] = quality_window(SETTINGS.trigger_for(scenario))
-            state.scenario(scenario).add(entry["episodes"], entry["success"], windows[scenario])
-    return last_run
+        count = _count(record)
+        observed.append((record.partition_key, count, previous.get(record.partition_key)))
+        previous[record.partition_key] = count
+    fold_session_counts(state, observed, lambda name: quality_window(SETTINGS.trigger_for(name)))
 
 
 def fold_new_records(instance: dg.DagsterInstance, state: TrainingState) -> None:
-    """Everything recorded since the cursor: new episodes batches, then trainings (which reset counts)."""
-    last_run = None
+    """Everything recorded since the cursor: new session observations, then trainings (which reset counts)."""
     while True:
-        page = instance.fetch_materializations(EPISODES, limit=PAGE, cursor=state.episodes_cursor, ascending=True)
-        last_run = fold_episodes(state, page.records, last_run)
+        page = instance.fetch_observations(EPISODES, limit=PAGE, cursor=state.episodes_cursor, ascending=True)
+        fold_observations(instance, state, page.records)
         state.episodes_cursor = page.cursor or state.episodes_cursor
         if not page.has_more:
             break
@@ -75,11 +104,11 @@ def state_since_training(instance: dg.DagsterInstance, scenario: str) -> Scenari
     if latest.records:
         after = latest.records[0].storage_id
         state.scenario(scenario).trained(int(latest.records[0].timestamp * 1000))
-    last_run, cursor = None, None
+    cursor = None
     while True:
-        page = instance.fetch_materializations(dg.AssetRecordsFilter(EPISODES, after_storage_id=after), limit=PAGE,
-                                               cursor=cursor, ascending=True)
-        last_run = fold_episodes(state, page.records, last_run)
+        page = instance.fetch_observations(dg.AssetRecordsFilter(EPISODES, after_storage_id=after), limit=PAGE,
+                                           cursor=cursor, ascending=True)
+        fold_observations(instance, state, page.records, scenario)
         cursor = page.cursor
         if not page.has_more:
             break
@@ -90,32 +119,52 @@ def training_in_flight(instance: dg.DagsterInstance, scenario: str) -> bool:
     return bool(instance.get_run_ids(dg.RunsFilter(tags={SCENARIO_TAG: scenario}, statuses=ACTIVE), limit=1))
 
 
-def request_training(scenario: str, scenario_state: ScenarioState, reason: str, source: str) -> dg.RunRequest:
+def request_training(scenario: str, scenario_state: ScenarioState, reason: str, settings: TriggerSettings) -> dg.RunRequest:
     """The run key is the state that fired: the same episodes since the same training never fire twice."""
-    job = MODE_JOBS[SETTINGS.mode]
+    job = MODE_JOBS[settings.mode]
     return dg.RunRequest(
-        run_key=f"{source}:{job.name}:{scenario}:{scenario_state.episodes}:{scenario_state.last_training_ms}",
+        run_key=f"train:{job.name}:{scenario}:{scenario_state.episodes}:{scenario_state.last_training_ms}",
         job_name=job.name,
         partition_key=scenario,
-        run_config=json.loads(SETTINGS.run_config),
+        run_config=json.loads(settings.run_config),
         tags={SCENARIO_TAG: scenario, "swarm-learn/trigger": reason[:250]},
     )
 
 
-def evaluate(instance: dg.DagsterInstance, states: dict[str, ScenarioState], now_ms: int, settings: TriggerSettings,
-             timeless: bool, source: str) -> tuple[list[dg.RunRequest], list[str]]:
+CLAIM_PREFIX = "swarm-learn/training-requested/"
+
+
+def claim(instance: dg.DagsterInstance, run_key: str) -> bool:
+    """Record that a training was requested for this state; False if it already was, by the sensor
+    or the schedule. Dagster deduplicates run keys per sensor or schedule only, and a run appears
+    only after the tick that asked for it, so the two would otherwise both start one."""
+    with file_lock(Path(instance.root_directory) / ".swarm-learn-training-claims.lock"):
+        key = CLAIM_PREFIX + run_key
+        if instance.run_storage.get_cursor_values({key}):
+            return False
+        instance.run_storage.set_cursor_values({key: str(int(time.time() * 1000))})
+    return True
+
+
+def evaluate(instance: dg.DagsterInstance, states: dict[str, ScenarioState], now_ms: int,
+             settings: TriggerSettings) -> tuple[list[dg.RunRequest], list[str]]:  # fmt: skip
+    """The one place that decides, for the sensor and the schedule alike: every rule of each
+    scenario's trigger, at most one request per state, none while a training of it runs."""
     requests, notes = [], []
     for scenario, scenario_state in sorted(states.items()):
         trigger = settings.trigger_for(scenario)
-        judged = without_time(trigger) if timeless else trigger
         ctx = scenario_state.context(now_ms, quality_window(trigger))
-        if not judged.should_train(ctx):
+        if not trigger.should_train(ctx):
             continue
-        reason = explain(judged, ctx)
+        reason = explain(trigger, ctx)
         if training_in_flight(instance, scenario):
             notes.append(f"{scenario}: would train ({reason}), but a training run is already queued or running")
             continue
-        requests.append(request_training(scenario, scenario_state, reason, source))
+        request = request_training(scenario, scenario_state, reason, settings)
+        if not claim(instance, request.run_key):
+            notes.append(f"{scenario}: would train ({reason}), but a training was already requested for this state")
+            continue
+        requests.append(request)
         notes.append(f"{scenario}: training ({reason})")
     return requests, notes
 
@@ -131,8 +180,7 @@ def training_trigger(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     fold_new_records(context.instance, state)
     known = set(context.instance.get_dynamic_partitions(SCENARIOS))
     states = {name: s for name, s in state.scenarios.items() if name in known}
-    requests, notes = evaluate(context.instance, states, int(time.time() * 1000), SETTINGS, timeless=True,
-                               source="sensor")
+    requests, notes = evaluate(context.instance, states, int(time.time() * 1000), SETTINGS)
     for note in notes:
         context.log.info(note)
     return dg.SensorResult(run_requests=requests, cursor=state.to_json())
@@ -148,7 +196,7 @@ def training_check(context: dg.ScheduleEvaluationContext):
     scenarios = context.instance.get_dynamic_partitions(SCENARIOS)
     states = {s: state_since_training(context.instance, s) for s in scenarios}
     now_ms = int(context.scheduled_execution_time.timestamp() * 1000)
-    requests, notes = evaluate(context.instance, states, now_ms, SETTINGS, timeless=False, source="schedule")
+    requests, notes = evaluate(context.instance, states, now_ms, SETTINGS)
     for note in notes:
         context.log.info(note)
     return requests or dg.SkipReason("no scenario's trigger fires: " + "; ".join(notes or ["nothing new"]))

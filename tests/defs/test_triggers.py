@@ -4,6 +4,7 @@ schedule (time), manual trainings resetting counts, in-flight runs, and bad spec
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,22 +35,56 @@ def test_count_rule_fires_once_per_state_and_a_training_resets_it(recorded, monk
     assert sorted(r.partition_key for r in first.run_requests) == scenarios
     assert {r.job_name for r in first.run_requests} == {"train_adapter"}
     assert all("new episodes since the last training" in r.tags["swarm-learn/trigger"] for r in first.run_requests)
-    again = _tick(instance, first.cursor)  # nothing new: the same state, the same run keys (no double firing)
-    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    again = _tick(instance, first.cursor)  # nothing new: the same state was already requested
+    assert again.run_requests == []
     # A training of the first scenario, by hand or not, resets its count.
     instance.report_runless_asset_event(dg.AssetMaterialization("lora_adapter", partition=scenarios[0]))
     after = _tick(instance, again.cursor)
-    assert [r.partition_key for r in after.run_requests] == [scenarios[1]]
+    assert after.run_requests == []  # the first: nothing new since; the second: still requested
+    state = triggers.TrainingState.from_json(after.cursor).scenarios
+    assert state[scenarios[0]].at_last_training == state[scenarios[0]].episodes > 0
+    assert state[scenarios[1]].at_last_training == 0
 
 
-def test_sensor_leaves_time_rules_to_the_schedule(recorded, monkeypatch):
+def _schedule_tick(instance):
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime.now(dt.timezone.utc))
+    return triggers.training_check(context)
+
+
+@pytest.mark.parametrize("first", ["sensor", "schedule"])
+def test_sensor_and_schedule_start_one_training_per_state(recorded, monkeypatch, first):
+    """Both tick on the same state before any run exists: whichever ticks first requests it, the
+    other sees it was requested, even though Dagster deduplicates run keys per origin only."""
+    instance, scenarios = recorded
+    monkeypatch.setattr(triggers, "SETTINGS", TriggerSettings(default="episodes>=5 | every 1h"))
+    ticks = {"sensor": lambda: _tick(instance).run_requests, "schedule": lambda: _schedule_tick(instance)}
+    requested = ticks[first]()
+    assert sorted(r.partition_key for r in requested) == scenarios
+    second = ticks["schedule" if first == "sensor" else "sensor"]()
+    assert second == [] or isinstance(second, dg.SkipReason)
+    if isinstance(second, dg.SkipReason):
+        assert "already requested for this state" in second.skip_message
+
+
+def test_time_rules_fire_from_either_tick(recorded, monkeypatch):
     instance, scenarios = recorded
     monkeypatch.setattr(triggers, "SETTINGS", TriggerSettings(default="episodes>=100000 | every 1h"))
-    assert _tick(instance).run_requests == []  # never trained, but time is the schedule's part
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime.now(dt.timezone.utc))
-    requests = triggers.training_check(context)
+    requests = _tick(instance).run_requests  # never trained: the time rule fires on the sensor's tick too
     assert sorted(r.partition_key for r in requests) == scenarios
     assert all("never trained" in r.tags["swarm-learn/trigger"] for r in requests)
+
+
+def test_rerunning_the_same_sessions_adds_nothing(recorded, monkeypatch):
+    """A CLI re-run, a backfill or a retry of sessions already counted: the counts stay."""
+    instance, scenarios = recorded
+    monkeypatch.setattr(triggers, "SETTINGS", TriggerSettings(default="never"))
+    before = _tick(instance)
+    counts = {s: triggers.TrainingState.from_json(before.cursor).scenarios[s].episodes for s in scenarios}
+    assert all(n > 0 for n in counts.values())
+    materialize(Path(os.environ["SWARM_LEARN_DATA"]), log_level="WARNING")  # the same sessions again
+    after = triggers.TrainingState.from_json(_tick(instance, before.cursor).cursor)
+    assert {s: after.scenarios[s].episodes for s in scenarios} == counts
+    assert {s: triggers.state_since_training(instance, s).episodes for s in scenarios} == counts  # the CLI's view
 
 
 def test_schedule_skips_with_the_reason(recorded, monkeypatch):
@@ -75,14 +110,15 @@ def test_sensor_cost_does_not_depend_on_history_it_already_read(recorded, monkey
     monkeypatch.setattr(triggers, "SETTINGS", TriggerSettings())
     first = _tick(instance)
     seen = []
-    real = instance.fetch_materializations
+    for name in ("fetch_materializations", "fetch_observations"):
+        real = getattr(instance, name)
 
-    def counting(*args, **kwargs):
-        result = real(*args, **kwargs)
-        seen.extend(result.records)
-        return result
+        def counting(*args, _real=real, **kwargs):
+            result = _real(*args, **kwargs)
+            seen.extend(result.records)
+            return result
 
-    monkeypatch.setattr(instance, "fetch_materializations", counting)
+        monkeypatch.setattr(instance, name, counting)
     _tick(instance, first.cursor)
     assert seen == []  # everything before the cursor stays unread
 
@@ -102,3 +138,29 @@ def test_bad_specs_name_the_file_and_the_token(tmp_path: Path):
     env = {"SWARM_LEARN_TRIGGERS": str(bad), "PATH": "/usr/bin:/bin"}
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert loaded.returncode != 0 and "column 23 ('1y')" in loaded.stderr
+
+
+@pytest.mark.parametrize("page", [1000, 1])
+def test_interleaved_runs_count_each_sessions_content_once(monkeypatch, page):
+    """Two runs' observations interleaved in the event log (and, with page 1, read one at a time):
+    a session observed again with the same content adds nothing, a re-landed one adds its growth."""
+    monkeypatch.setattr(triggers, "SETTINGS", TriggerSettings(default="never"))
+    monkeypatch.setattr(triggers, "PAGE", page)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("scenarios", ["sc"])
+
+        def observe(session: str, tasks: int, successes: int) -> None:
+            instance.report_runless_asset_event(dg.AssetObservation(
+                "episodes", partition=f"sc.{session}", metadata={"task_episodes": tasks, "task_successes": successes}))
+
+        observe("s1", 5, 2)  # run A
+        observe("s1", 5, 2)  # run B, the same session again
+        observe("s2", 3, 3)  # run B
+        first = _tick(instance)
+        observe("s2", 3, 3)  # run A, after the tick
+        observe("s1", 8, 2)  # s1 re-landed with three more episodes, none of them a success
+        observe("s3", 0, 0)  # a session without judged tasks
+        state = triggers.TrainingState.from_json(_tick(instance, first.cursor).cursor).scenarios["sc"]
+        assert (state.episodes, state.successes) == (5 + 3 + 3, 2 + 3)
+        fresh = triggers.state_since_training(instance, "sc")  # the schedule's and CLI's fold agrees
+        assert (fresh.episodes, fresh.successes) == (11, 5)
