@@ -71,6 +71,8 @@ TARGET_CORE_OVER_FLOOR = 5.0  # core may cost at most 5× a bare columnar read
 TARGET_BASELINE_OVER_CORE = 20.0  # vectorising must be worth at least 20× the per-row code
 TARGET_CLI_SECONDS = 60.0
 TARGET_CLI_RSS_BYTES = 2 * 1024**3
+TARGET_RSS_SCALING = 1.3  # peak RSS at the larger session count / at the smaller one
+DATA_ASSETS = "raw_records,episodes,session_snapshot,scenario_model"  # the CLI's data half, no training
 
 T = TypeVar("T")
 
@@ -241,7 +243,7 @@ def run_core(layout: DataLayout, keys: Sequence[str], scenarios: Sequence[str]) 
         records=sum(i.records for i in batch.ingest),
         rejected=sum(i.rejected for i in batch.ingest),
         unreadable=sum(1 for i in batch.ingest if i.error is not None),
-        episodes=sum(t.num_rows for t in batch.episodes),
+        episodes=batch.episodes.rows,
     )
 
 
@@ -449,7 +451,8 @@ def run_cli(root: Path, keep_dir: Path) -> CliResult:
     with tempfile.TemporaryDirectory(prefix="swarm-learn-bench-dagster-") as home:
         env = {**os.environ, "DAGSTER_HOME": home}
         proc = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, str(result_file), exe, "materialize", "--data-root", str(root)],
+            [sys.executable, "-c", LAUNCHER, str(result_file), exe, "materialize", "--data-root", str(root),
+             "--assets", DATA_ASSETS],
             env=env, capture_output=True, text=True, check=False,
         )
     naive = maxrss_bytes(resource.RUSAGE_CHILDREN)
@@ -584,6 +587,35 @@ def print_report(r: dict[str, Any]) -> None:
     print("\n".join(out), flush=True)
 
 
+def run_memory_scaling(sizes: Sequence[int], scenarios: int, records: int, seed: int) -> int:
+    """Peak RSS of `swarm-learn materialize` (data assets) at each session count, fresh root and
+    instance each, and the ratio of the largest to the smallest: memory must not grow with history."""
+    exe = shutil.which("swarm-learn") or str(Path(sys.executable).with_name("swarm-learn"))
+    peaks = {}
+    for total in sizes:
+        with tempfile.TemporaryDirectory(prefix="swarm-learn-bench-mem-") as work:
+            root, home, result_file = Path(work) / "data", Path(work) / "home", Path(work) / "cli.json"
+            print(f"{total} sessions: generating ...", file=sys.stderr, flush=True)
+            simulate(root, scenarios=scenarios, sessions=total // scenarios, seed=seed, records_per_session=records)
+            print(f"{total} sessions: swarm-learn materialize ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", LAUNCHER, str(result_file), exe, "materialize", "--data-root", str(root),
+                 "--assets", DATA_ASSETS],
+                env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            measured = json.loads(result_file.read_text())
+            if measured["returncode"] != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return 1
+            peaks[total] = measured["maxrss"] * (1 if sys.platform == "darwin" else 1024)
+            print(f"{total:>6} sessions: peak RSS {fmt_bytes(peaks[total])}, {measured['seconds']:.1f} s")
+    small, large = min(peaks), max(peaks)
+    ratio = peaks[large] / peaks[small]
+    print(f"peak RSS ratio {large}/{small} sessions: {ratio:.2f} (target <= {TARGET_RSS_SCALING}) "
+          f"{verdict(ratio <= TARGET_RSS_SCALING)}")
+    return 0 if ratio <= TARGET_RSS_SCALING else 1
+
+
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
@@ -603,11 +635,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-cli", action="store_true", help="leave out the `swarm-learn materialize` run")
     p.add_argument("--keep", action="store_true", help="keep the temporary data root")
     p.add_argument("--json-out", type=Path, help="also write the report as JSON here")
+    p.add_argument("--memory-scaling", metavar="N,M",
+                   help="only measure the CLI's peak RSS at these total session counts (e.g. 1000,5000) and their "
+                        "ratio; uses --scenarios, --records (default here: 100) and --seed")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.memory_scaling:
+        sizes = [int(n) for n in args.memory_scaling.split(",")]
+        records = args.records if "--records" in (argv or sys.argv) else 100
+        return run_memory_scaling(sizes, args.scenarios, records, args.seed)
     temp = args.data_root is None
     root = (Path(tempfile.mkdtemp(prefix="swarm-learn-bench-")) if temp else args.data_root).resolve()
     root.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from .core.layout import DATA_ROOT_ENV, DataLayout
 from .core.locks import file_lock
 from .defs.failures import root_cause
 from .defs.jobs import SCENARIO_TAG
-from .defs.partitions import SCENARIOS, SESSIONS
+from .defs.partitions import SCENARIOS, SESSION_BACKFILL, SESSIONS
 
 SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
 SCENARIO_ASSETS = ("scenario_model",)
@@ -25,6 +25,9 @@ INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # The run tags with which Dagster's own backfills hand a partition range to one run.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+RUN_PARTITIONS = SESSION_BACKFILL.max_partitions_per_run or 250  # sessions per CLI run, as per backfill run
 
 
 class PipelineError(RuntimeError):
@@ -115,22 +118,29 @@ def _run(
     partitions: str,
     keys: Sequence[str],
     log_level: str,
+    on_stage: Callable[[str], None] | None = None,
 ) -> None:
-    """One run over this data root's `keys` of the `partitions` set: the range they span in the
-    instance's order (a home serves one data root, so the range holds no other root's sessions)."""
+    """Runs over this data root's `keys` of the `partitions` set, at most RUN_PARTITIONS per run (as
+    the UI's backfills split them): each run is a range in the instance's order (a home serves one
+    data root, so the range holds no other root's sessions), and no run's memory grows with the
+    number of sessions landed."""
     if not keys or not assets:
         return
     wanted = set(keys)
     keys = [k for k in instance.get_dynamic_partitions(partitions) if k in wanted]
     job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=instance,
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-        run_config=_logging(log_level),
-        raise_on_error=False,
-    )
-    _raise_on_failure(result, job_name)
+    for start in range(0, len(keys), RUN_PARTITIONS):
+        part = keys[start:start + RUN_PARTITIONS]
+        if on_stage and len(keys) > RUN_PARTITIONS:
+            on_stage(f"  {partitions} {start + 1}-{start + len(part)} of {len(keys)}")
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(a) for a in assets],
+            tags={ASSET_PARTITION_RANGE_START_TAG: part[0], ASSET_PARTITION_RANGE_END_TAG: part[-1]},
+            run_config=_logging(log_level),
+            raise_on_error=False,
+        )
+        _raise_on_failure(result, job_name)
 
 
 def _logging(log_level: str) -> dict:
@@ -209,7 +219,7 @@ def _materialize(
     scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
     if on_stage and session_assets:
         on_stage(f"processing {len(sessions)} session(s): {', '.join(session_assets)}")
-    _run(defs, instance, "process_sessions", session_assets, SESSIONS, sessions, log_level)
+    _run(defs, instance, "process_sessions", session_assets, SESSIONS, sessions, log_level, on_stage)
     if on_stage and scenario_assets:
         on_stage(f"building {len(known)} scenario model(s)")
     _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, known, log_level)

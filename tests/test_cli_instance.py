@@ -96,3 +96,23 @@ def test_runs_that_must_fail_say_why_in_one_line(tmp_path: Path, capsys, monkeyp
     assert not any(line.startswith((" ", "Traceback", "Stack Trace")) or "Stack Trace" in line for line in err)
     assert len(err) <= 4  # the stage line, Dagster's step and run failure lines, the error
     assert _tree(root, "landing") == landing
+
+
+def test_materialize_runs_many_sessions_in_bounded_runs(tmp_path: Path, monkeypatch):
+    """A run's memory must not grow with the sessions landed: the CLI splits them as backfills do."""
+    import dagster as dg
+
+    from swarm_learn_assets import runner
+
+    monkeypatch.setattr(runner, "RUN_PARTITIONS", 4)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    root = tmp_path / "data"
+    simulate(root, scenarios=2, sessions=5, seed=3)
+    stages: list[str] = []
+    runner.materialize(root, ("raw_records", "episodes"), log_level="WARNING", on_stage=stages.append)
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(dg.RunsFilter(job_name="process_sessions"))
+    assert sorted(r.tags[runner.ASSET_PARTITION_RANGE_START_TAG] for r in runs) == sorted(
+        instance.get_dynamic_partitions("sessions")[i] for i in (0, 4, 8))
+    assert [s.strip() for s in stages[1:]] == ["sessions 1-4 of 10", "sessions 5-8 of 10", "sessions 9-10 of 10"]
+    assert len(instance.get_materialized_partitions(dg.AssetKey("episodes"))) == 10

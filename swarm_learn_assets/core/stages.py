@@ -8,7 +8,7 @@ replace what a previous run wrote, so running a stage twice gives the same files
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -98,18 +98,81 @@ class SessionSettings:
         object.__setattr__(self, "ngram_orders", tuple(check_ngram_orders(self.ngram_orders)))
 
 
-@dataclass
-class SessionBatch:
-    """What one pass over a batch of sessions produced, per step that ran."""
+PREVIEW_ROWS = 10
 
-    ingest: list[SessionIngest] = field(default_factory=list)
-    episodes: list[pa.Table] = field(default_factory=list)
-    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+
+@dataclass
+class EpisodeSummary:
+    """What the episodes step produced over a whole run, folded chunk by chunk: the chunk's table
+    is dropped once folded, so a run's memory does not grow with its session count."""
+
+    rows: int = 0
+    task_outcomes: dict[str, int] = field(default_factory=dict)  # worker-task episodes per outcome
     # (judged worker-task episodes, successes) of every session whose episodes were cut
     task_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    preview: list[dict] = field(default_factory=list)  # the first worker-task episodes
+    duplicates: int = 0  # episode ids seen more than once in the run
+    _ids: set[str] = field(default_factory=set)
 
-    def episode_table(self) -> pa.Table:
-        return pa.concat_tables(self.episodes) if self.episodes else EPISODE_SCHEMA.empty_table()
+    def add(self, table: pa.Table, sessions: Iterable[str]) -> None:
+        self.rows += table.num_rows
+        for outcome, n in task_outcomes(table).items():
+            self.task_outcomes[outcome] = self.task_outcomes.get(outcome, 0) + n
+        counts = task_counts_by_session(table)
+        self.task_counts.update({k: counts.get(k, (0, 0)) for k in sessions})
+        if len(self.preview) < PREVIEW_ROWS:
+            tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
+            self.preview += tasks.slice(0, PREVIEW_ROWS - len(self.preview)).to_pylist()
+        ids = table.column("episode_id").to_pylist()
+        before = len(self._ids)
+        self._ids.update(ids)
+        self.duplicates += len(ids) - (len(self._ids) - before)
+
+    @property
+    def task_rows(self) -> int:
+        return sum(self.task_outcomes.values())
+
+    def judged_by_scenario(self) -> dict[str, dict[str, int]]:
+        """Judged worker-task episodes and successes per scenario: what the training triggers count."""
+        out: dict[str, dict[str, int]] = {}
+        for key, (episodes, successes) in sorted(self.task_counts.items()):
+            if episodes:
+                entry = out.setdefault(split_session_key(key)[0], {"episodes": 0, "success": 0})
+                entry["episodes"] += episodes
+                entry["success"] += successes
+        return out
+
+
+@dataclass
+class SnapshotSummary:
+    """Totals and n-gram counts of the snapshots a run wrote, folded chunk by chunk."""
+
+    sessions: int = 0
+    total_episodes: int = 0
+    success_episodes: int = 0
+    total_actions: int = 0
+    ngrams: dict[tuple, list[int]] = field(default_factory=dict)  # gram → [success, failure]
+
+    def add(self, snapshots: dict[str, Snapshot]) -> None:
+        for snap in snapshots.values():
+            meta = snap["metadata"]
+            self.sessions += 1
+            self.total_episodes += meta["total_episodes"]
+            self.success_episodes += meta["success_episodes"]
+            self.total_actions += meta["total_actions"]
+            for g in snap["ngrams"]:
+                acc = self.ngrams.setdefault(tuple(g["gram"]), [0, 0])
+                acc[0] += g["success"]
+                acc[1] += g["failure"]
+
+
+@dataclass
+class SessionBatch:
+    """What one pass over a batch of sessions produced, per step that ran (summaries, not data)."""
+
+    ingest: list[SessionIngest] = field(default_factory=list)
+    episodes: EpisodeSummary = field(default_factory=EpisodeSummary)
+    snapshots: SnapshotSummary = field(default_factory=SnapshotSummary)
 
 
 def process_sessions(
@@ -147,15 +210,13 @@ def process_sessions(
                     with_records = set(_existing(layout.records, chunk))
                 if EPISODES in steps:
                     episodes, jobs = _episodes_chunk(layout, chunk, records, with_records, settings)
-                    batch.episodes.append(episodes)
-                    counts = task_counts_by_session(episodes)
-                    batch.task_counts.update({k: counts.get(k, (0, 0)) for k in chunk if k in with_records})
+                    batch.episodes.add(episodes, [k for k in chunk if k in with_records])
                     writes += jobs
                 else:
                     episodes = _read_episodes(layout, chunk)
                 if SNAPSHOTS in steps:
                     snapshots, jobs = _snapshots_chunk(layout, chunk, records, episodes, settings)
-                    batch.snapshots.update(snapshots)
+                    batch.snapshots.add(snapshots)
                     writes += jobs
             _finish(pending)
             pending = [pool.submit(write) for write in writes]
@@ -179,14 +240,16 @@ def build_session_episodes(
 ) -> pa.Table:
     """records/ → episodes/. Sessions without records (rejected whole) get no episodes file."""
     settings = SessionSettings(min_task_actions, min_decision_actions)
-    return process_sessions(layout, keys, [EPISODES], settings).episode_table()
+    process_sessions(layout, keys, [EPISODES], settings)
+    return _read_episodes(layout, keys)
 
 
 def build_session_snapshots(
     layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int] = DEFAULT_NGRAM_ORDERS
 ) -> dict[str, Snapshot]:
     """episodes/ + records/ → snapshots/*.json."""
-    return process_sessions(layout, keys, [SNAPSHOTS], SessionSettings(ngram_orders=tuple(ngram_orders))).snapshots
+    process_sessions(layout, keys, [SNAPSHOTS], SessionSettings(ngram_orders=tuple(ngram_orders)))
+    return {k: json.loads(layout.snapshot(k).read_text()) for k in keys if layout.snapshot(k).is_file()}
 
 
 def _read_normalised(layout: DataLayout, key: str) -> NormalisedSession | LandingFileError:

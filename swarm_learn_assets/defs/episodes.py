@@ -6,7 +6,7 @@ import pyarrow.compute as pc
 
 from ..core.layout import DataLayout
 from ..core.learn_models import WORKER_TASK
-from ..core.stages import task_outcomes
+from ..core.stages import EpisodeSummary
 from .metadata import markdown_table, share
 from .records import RAW_RECORDS
 
@@ -24,37 +24,22 @@ episodes_spec = dg.AssetSpec(
 )
 
 
-def outcomes_by_scenario(table: pa.Table) -> dict[str, dict[str, int]]:
-    """Judged worker-task episodes and successes per scenario: what the training triggers count."""
-    tasks = table.filter(pc.and_(pc.equal(table.column("learn_model"), WORKER_TASK),
-                                 pc.is_in(table.column("outcome"), pa.array(["success", "failure", "timeout"]))))
-    out: dict[str, dict[str, int]] = {}
-    for scenario, outcome in zip(tasks.column("scenario").to_pylist(), tasks.column("outcome").to_pylist()):
-        entry = out.setdefault(scenario, {"episodes": 0, "success": 0})
-        entry["episodes"] += 1
-        entry["success"] += outcome == "success"
-    return dict(sorted(out.items()))
-
-
-def episodes_result(layout: DataLayout, table: pa.Table) -> dg.MaterializeResult:
+def episodes_result(layout: DataLayout, summary: EpisodeSummary) -> dg.MaterializeResult:
     """Counts, outcome breakdown, success rate and a preview; the unique-id check blocks downstream."""
-    ids = table.column("episode_id")
-    duplicates = len(ids) - len(pc.unique(ids))
-    outcomes = task_outcomes(table)
-    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
-    preview = tasks.slice(0, 10).to_pylist()
+    outcomes = summary.task_outcomes
+    duplicates = summary.duplicates
     return dg.MaterializeResult(
         asset_key=EPISODES,
         metadata={
-            "dagster/row_count": table.num_rows,
+            "dagster/row_count": summary.rows,
             "worker_task_outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
-            "success_rate": share(outcomes.get("success", 0), tasks.num_rows),
+            "success_rate": share(outcomes.get("success", 0), summary.task_rows),
             # The whole batch's counts (the same on each of its partitions), for people; the
             # training triggers count the per-session observations instead.
-            "episodes_by_scenario": dg.MetadataValue.json(outcomes_by_scenario(table)),
+            "episodes_by_scenario": dg.MetadataValue.json(summary.judged_by_scenario()),
             "preview": markdown_table(
                 ["session", "worker", "outcome", "actions"],
-                [(e["session_id"], e["worker_id"], e["outcome"], " → ".join(e["actions"])) for e in preview],
+                [(e["session_id"], e["worker_id"], e["outcome"], " → ".join(e["actions"])) for e in summary.preview],
             ),
             "episodes_path": dg.MetadataValue.path(str(layout.root / "episodes")),
         },

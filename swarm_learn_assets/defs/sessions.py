@@ -18,7 +18,6 @@ from ..core.stages import (
     SessionSettings,
     count_task_outcomes,
     process_sessions,
-    task_outcomes,
 )
 from .episodes import TASK_EPISODES, TASK_SUCCESSES, UNIQUE_IDS_CHECK, episodes_result, episodes_spec
 from .partitions import SESSION_BACKFILL, sessions_partitions
@@ -59,14 +58,13 @@ def session_assets(
         for failed in (r for r in batch.ingest if r.error):
             context.log.warning(failed.error)
         yield raw_records_result(layout, batch.ingest, config.max_quarantine_share)
-    episodes = batch.episode_table() if EPISODES in steps else None
-    if episodes is not None:
-        yield episodes_result(layout, episodes)
+    if EPISODES in steps:
+        yield episodes_result(layout, batch.episodes)
         # One observation per session with its own counts: a multi-partition run copies its
         # metadata onto every partition, so the training triggers count sessions from these.
-        for key, (tasks, successes) in sorted(batch.task_counts.items()):
+        for key, (tasks, successes) in sorted(batch.episodes.task_counts.items()):
             context.log_event(dg.AssetObservation(episodes_spec.key, partition=key, metadata={
                 TASK_EPISODES: tasks, TASK_SUCCESSES: successes}))  # fmt: skip
     if SNAPSHOTS in steps:
-        outcomes = task_outcomes(episodes) if episodes is not None else count_task_outcomes(layout, keys)
+        outcomes = batch.episodes.task_outcomes if EPISODES in steps else count_task_outcomes(layout, keys)
         yield session_snapshot_result(layout, batch.snapshots, outcomes)

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ..core.layout import DataLayout
-from ..core.snapshot import Snapshot
+from ..core.stages import SnapshotSummary
 from .episodes import EPISODES
 from .metadata import markdown_table
 
@@ -20,27 +20,19 @@ session_snapshot_spec = dg.AssetSpec(
 
 
 def session_snapshot_result(
-    layout: DataLayout, snapshots: dict[str, Snapshot], episode_outcomes: dict[str, int]
+    layout: DataLayout, summary: SnapshotSummary, episode_outcomes: dict[str, int]
 ) -> dg.MaterializeResult:
     """Totals and top n-grams; the check compares the snapshots' episode counts with the episodes'."""
-    metas = [s["metadata"] for s in snapshots.values()]
-    episodes_total = sum(m["total_episodes"] for m in metas)
-    episodes_success = sum(m["success_episodes"] for m in metas)
+    episodes_total, episodes_success = summary.total_episodes, summary.success_episodes
     judged = sum(episode_outcomes.get(o, 0) for o in ("success", "failure", "timeout"))
-    grams: dict[tuple, list[int]] = {}
-    for snap in snapshots.values():
-        for g in snap["ngrams"]:
-            acc = grams.setdefault(tuple(g["gram"]), [0, 0])
-            acc[0] += g["success"]
-            acc[1] += g["failure"]
-    top = sorted(grams.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
+    top = sorted(summary.ngrams.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
     return dg.MaterializeResult(
         asset_key=SESSION_SNAPSHOT,
         metadata={
-            "dagster/row_count": len(snapshots),
+            "dagster/row_count": summary.sessions,
             "total_episodes": episodes_total,
             "success_episodes": episodes_success,
-            "total_actions": sum(m["total_actions"] for m in metas),
+            "total_actions": summary.total_actions,
             "top_ngrams": markdown_table(
                 ["n-gram", "success", "failure"], [(" → ".join(k), s, f) for k, (s, f) in top]
             ),
