@@ -12,6 +12,7 @@ import dagster as dg
 from .core.atomic import write_text
 from .core.layout import DATA_ROOT_ENV, DataLayout
 from .core.locks import file_lock
+from .core.names import validate_name
 from .defs.failures import root_cause
 from .defs.jobs import SCENARIO_TAG
 from .defs.partitions import SCENARIOS, SESSION_BACKFILL, SESSIONS
@@ -176,6 +177,8 @@ def materialize(
     (default: `log_level`), so its progress can show while the rest stays quiet."""
     from .definitions import defs
 
+    for scenario in scenarios or []:
+        validate_name("scenario", scenario)
     unknown = [a for a in assets if a not in ALL_ASSETS]
     if unknown:
         raise ValueError(f"unknown asset(s) {', '.join(unknown)}; expected some of {', '.join(ALL_ASSETS)}")

@@ -8,7 +8,9 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from .layout import DataLayout
 from .learn_models import WORKER_TASK
+from .names import NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,12 @@ def _rows(directory: Path) -> int:
 
 
 def summarize(root: Path) -> list[ScenarioSummary]:
+    """One row per scenario with a valid name (a refused landing folder is reported where it is
+    refused, not here); sessions are the landing files the pipeline accepts."""
+    landed, _ = DataLayout(root).scan_landing()
     scenarios = sorted(
-        {p.name for area in ("landing", "records") if (root / area).is_dir() for p in (root / area).iterdir() if p.is_dir()}
+        {p.name for area in ("landing", "records") if (root / area).is_dir() for p in (root / area).iterdir()
+         if p.is_dir() and NAME_PATTERN.fullmatch(p.name)}
     )
     out = []
     for scenario in scenarios:
@@ -51,7 +57,7 @@ def summarize(root: Path) -> list[ScenarioSummary]:
         out.append(
             ScenarioSummary(
                 scenario=scenario,
-                sessions=len(list((root / "landing" / scenario).glob("*.parquet"))),
+                sessions=sum(f.scenario == scenario for f in landed),
                 records=_rows(root / "records" / scenario),
                 quarantined=_rows(quarantine),
                 unreadable=len(list(quarantine.glob("*.error.json"))) if quarantine.is_dir() else 0,

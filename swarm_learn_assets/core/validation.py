@@ -44,6 +44,10 @@ _SQL_TYPES = {
 }
 
 
+MAX_TEXT_BYTES = 256 * 1024  # one text field of a record; a long LLM prompt is ~30 KB
+FUTURE_SLACK_MS = 24 * 3600 * 1000
+
+
 class LandingFileError(ValueError):
     """A landing file that cannot be used at all (not parquet, truncated, no `kind` column)."""
 
@@ -81,6 +85,8 @@ def read_landing(path: Path) -> pa.Table:
         raise LandingFileError(
             path, f"has no 'kind' column; expected the landing columns of DESIGN §4, found {table.column_names}"
         )
+    if table.num_rows == 0:
+        raise LandingFileError(path, "has no rows; expected at least one record")
     return table
 
 
@@ -172,6 +178,18 @@ def _reason_sql() -> str:
         rules.append(
             (f"{_quote(name)} < 0", _literal(f"{name}: expected >= 0, got ") + f" || CAST({_quote(name)} AS VARCHAR)")
         )
+    for name, dtype in COLUMNS.items():
+        if dtype == pa.float64():
+            rules.append((f"isnan({_quote(name)}) OR isinf({_quote(name)})",
+                          _literal(f"{name}: expected a finite number, got ") + f" || CAST({_quote(name)} AS VARCHAR)"))
+        elif dtype == pa.string():
+            rules.append((f"strlen({_quote(name)}) > {MAX_TEXT_BYTES}",
+                          _literal(f"{name}: expected at most {MAX_TEXT_BYTES} bytes, got ")
+                          + f" || CAST(strlen({_quote(name)}) AS VARCHAR)"))
+    # Clocks drift, but not by a day: a later timestamp is a unit error (µs or ns for ms) or garbage,
+    # and would sort the session after everything that lands for years.
+    rules.append((f"timestamp_ms > epoch_ms(now()) + {FUTURE_SLACK_MS}",
+                  _literal("timestamp_ms: expected at most a day after now, got ") + " || CAST(timestamp_ms AS VARCHAR)"))
     outcomes = ", ".join(_literal(o) for o in LEARN_STATS_OUTCOMES)
     rules.append(
         (
