@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ import dagster as dg
 
 from .core.atomic import write_text
 from .core.layout import DATA_ROOT_ENV, DataLayout
-from .core.locks import file_lock
+from .core.locks import file_lock, pid_alive
 from .core.names import validate_name
 from .defs.failures import root_cause
 from .defs.jobs import SCENARIO_TAG
@@ -137,11 +138,34 @@ def _run(
         result = job.execute_in_process(
             instance=instance,
             asset_selection=[dg.AssetKey(a) for a in assets],
-            tags={ASSET_PARTITION_RANGE_START_TAG: part[0], ASSET_PARTITION_RANGE_END_TAG: part[-1]},
+            tags={ASSET_PARTITION_RANGE_START_TAG: part[0], ASSET_PARTITION_RANGE_END_TAG: part[-1], **_worker_tags()},
             run_config=_logging(log_level),
             raise_on_error=False,
         )
         _raise_on_failure(result, job_name)
+
+
+WORKER_TAG = "swarm-learn/cli-worker"  # host:pid of the CLI process that runs a run in-process
+IN_PROGRESS = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _worker_tags() -> dict[str, str]:
+    return {WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs a killed CLI process left "started": marked failed, and their concurrency slots freed.
+    Without this, a run killed in the `training` pool holds its one slot for ever and the next
+    training waits on it. Only this host's runs whose process is gone are touched."""
+    recovered = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS)):
+        host, _, pid = run.tags.get(WORKER_TAG, "").rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the swarm-learn process that ran it (pid {pid}) died")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+    return recovered
 
 
 def _logging(log_level: str) -> dict:
@@ -213,6 +237,9 @@ def _materialize(
     scenarios: Sequence[str] | None,
     training_log_level: str | None,
 ) -> tuple[list[str], list[str], list[str]]:
+    for run_id in recover_dead_runs(instance):
+        if on_stage:
+            on_stage(f"run {run_id} was left running by a process that died: marked failed, its slots freed")
     sessions, known, refused = register_landing(instance, DataLayout(data_root))
     missing = sorted(set(scenarios or []) - set(known))
     if missing:
@@ -246,7 +273,7 @@ def _run_partition(
         instance=instance,
         asset_selection=[dg.AssetKey(a) for a in assets],
         partition_key=key,
-        tags={SCENARIO_TAG: key},
+        tags={SCENARIO_TAG: key, **_worker_tags()},
         run_config=_logging(log_level),
         raise_on_error=False,
     )

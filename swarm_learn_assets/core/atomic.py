@@ -15,6 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .faults import WRITE, crash_point
+from .locks import pid_alive
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
@@ -59,16 +62,6 @@ def make_temp_dir(target: Path) -> Path:
     return tmp
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temps(*folders: Path) -> list[Path]:
     """Remove temporary files and folders a killed writer left in `folders`: those whose pid is no
     longer running, or older than STALE_AFTER_S. A live writer's temporary is left alone."""
@@ -84,7 +77,7 @@ def remove_stale_temps(*folders: Path) -> list[Path]:
             if not match:
                 continue
             try:
-                stale = not _alive(int(match.group(1))) or now - entry.lstat().st_mtime > STALE_AFTER_S
+                stale = not pid_alive(int(match.group(1))) or now - entry.lstat().st_mtime > STALE_AFTER_S
             except FileNotFoundError:
                 continue
             if stale and int(match.group(1)) != os.getpid():
@@ -114,6 +107,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool
             os.replace(tmp, path)
         else:
             os.link(tmp, path)
+        crash_point(WRITE)
     except FileExistsError:
         raise FileExistsError(f"{path} already exists; it is never overwritten") from None
     finally:

@@ -4,6 +4,7 @@ trainings) share caches and the instance, and must take turns where a step is no
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,3 +27,14 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (the owner of a lock, temp file or run)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

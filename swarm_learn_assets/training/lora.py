@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.faults import TRAIN_STEP, crash_point
 from ..core.gate import GateSettings, decide_gate
 from ..core.prompts import Score, score_answer
 
@@ -346,6 +347,7 @@ def train_lora(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                crash_point(TRAIN_STEP)
                 loss_value = window_loss / (micro - micro_at_last_step)
                 micro_at_last_step, window_loss = micro, 0.0
                 result.steps.append({"step": step, "epoch": epoch + 1, "loss": round(loss_value, 6),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,21 @@ def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
 ERROR_FILE = "error.txt"  # the cause of a failed training, for the step's failure message
 
 
+def _die_with_parent() -> None:
+    """Linux: be killed when the run process that started the training dies (a crash, SIGKILL),
+    instead of training on as an orphan that writes into a version folder nobody will finish."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
+
+    _die_with_parent()
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the run's log gets the training's own progress lines
