@@ -27,3 +27,18 @@ def data_root(tmp_path: Path, small_landing: Path, monkeypatch) -> Path:
     monkeypatch.setenv("SWARM_LEARN_DATA", str(root))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny base model whose tokenizer knows the simulated scenarios' texts."""
+    from swarm_learn_assets.core.layout import DataLayout
+    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.simulate import simulate
+    from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
+
+    root = tmp_path_factory.mktemp("tiny-src")
+    simulate(root, scenarios=2, sessions=3, seed=5)
+    layout = DataLayout(root)
+    process_sessions(layout, [f.key for f in layout.scan_landing()[0]])
+    return build_tiny_model_for_data(root / "tiny", root)

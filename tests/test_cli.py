@@ -12,21 +12,6 @@ import pytest
 from swarm_learn_assets.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny base model whose tokenizer knows the simulated scenarios' texts."""
-    from swarm_learn_assets.core.layout import DataLayout
-    from swarm_learn_assets.core.stages import process_sessions
-    from swarm_learn_assets.simulate import simulate
-    from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
-
-    root = tmp_path_factory.mktemp("tiny-src")
-    simulate(root, scenarios=2, sessions=3, seed=5)
-    layout = DataLayout(root)
-    process_sessions(layout, [f.key for f in layout.scan_landing()[0]])
-    return build_tiny_model_for_data(root / "tiny", root)
-
-
 def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "swarm_learn_assets.cli", *args], capture_output=True, text=True, env=env, timeout=300

@@ -23,19 +23,6 @@ DATA_AREAS = ("records", "quarantine", "episodes", "snapshots", "models")
 DATA_ASSETS = "raw_records,episodes,session_snapshot,scenario_model"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from swarm_learn_assets.core.layout import DataLayout
-    from swarm_learn_assets.core.stages import process_sessions
-    from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
-
-    root = tmp_path_factory.mktemp("tiny-src")
-    simulate(root, scenarios=1, sessions=8, seed=12)
-    layout = DataLayout(root)
-    process_sessions(layout, [f.key for f in layout.scan_landing()[0]])
-    return build_tiny_model_for_data(root / "tiny", root)
-
-
 def _materialize(root: Path, home: Path, tiny: Path, crash: str | None = None, assets: str | None = None) -> int:
     env = {**os.environ, "DAGSTER_HOME": str(home), "SWARM_LEARN_BASE_MODEL": str(tiny)}
     env.pop(CRASH_ENV, None)
@@ -92,30 +79,30 @@ def _landed(root: Path) -> Path:
     return root
 
 
-def test_killed_in_the_middle_of_a_batch(tmp_path: Path, tiny_model: Path):
+def test_killed_in_the_middle_of_a_batch(tmp_path: Path, tiny_model_dir: Path):
     clean = _landed(tmp_path / "clean")
-    assert _materialize(clean, tmp_path / "clean-home", tiny_model, assets=DATA_ASSETS) == 0
+    assert _materialize(clean, tmp_path / "clean-home", tiny_model_dir, assets=DATA_ASSETS) == 0
     root, home = _landed(tmp_path / "data"), tmp_path / "home"
-    assert _materialize(root, home, tiny_model, crash="write:9", assets=DATA_ASSETS) == -signal.SIGKILL
+    assert _materialize(root, home, tiny_model_dir, crash="write:9", assets=DATA_ASSETS) == -signal.SIGKILL
     written = _files(root, DATA_AREAS)
     assert 0 < len(written) < len(_files(clean, DATA_AREAS))  # it died part-way through the batch
     assert _partial_files(root) == []
-    assert _materialize(root, home, tiny_model, assets=DATA_ASSETS) == 0
+    assert _materialize(root, home, tiny_model_dir, assets=DATA_ASSETS) == 0
     assert _files(root, DATA_AREAS) == _files(clean, DATA_AREAS)
     assert [p for p in root.rglob(".*") if p.name != ".swarm-learn.lock"] == []  # the killed run's temporaries are gone
 
 
 @pytest.mark.slow  # three trainings of the tiny model: minutes on two cores
-def test_killed_in_the_middle_of_training(tmp_path: Path, tiny_model: Path):
+def test_killed_in_the_middle_of_training(tmp_path: Path, tiny_model_dir: Path):
     clean = _landed(tmp_path / "clean")
-    assert _materialize(clean, tmp_path / "clean-home", tiny_model) == 0
+    assert _materialize(clean, tmp_path / "clean-home", tiny_model_dir) == 0
     root, home = _landed(tmp_path / "data"), tmp_path / "home"
-    assert _materialize(root, home, tiny_model, crash="train_step:2") == -signal.SIGKILL
+    assert _materialize(root, home, tiny_model_dir, crash="train_step:2") == -signal.SIGKILL
     assert _partial_files(root) == []
     scenario = sorted(p.name for p in (root / "datasets").iterdir())[0]
     killed = root / "adapters" / scenario / "v0001"
     assert killed.is_dir() and not (killed / "eval.json").exists()  # the training died before it finished
-    assert _materialize(root, home, tiny_model) == 0
+    assert _materialize(root, home, tiny_model_dir) == 0
     areas = (*DATA_AREAS, "datasets")
     assert _files(root, areas) == _files(clean, areas)
     finished = sorted(p.parent.name for p in (root / "adapters" / scenario).glob("v*/eval.json"))
