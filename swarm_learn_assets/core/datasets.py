@@ -250,8 +250,7 @@ def rows_of_sources(rows: Iterable[dict[str, Any]], sources: Iterable[str]) -> l
 
 def sample_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str, Any]]:
     """At most `max_rows` rows, shared evenly between the sources present (a source with fewer rows
-    leaves its share to the others); within a source, spread evenly over the answers, and within an
-    answer the rows whose prompt hashes lowest. A stable
+    leaves its share to the others); within a source, the rows whose prompt hashes lowest. A stable
     sample of every source, never "the first N" (which would be one source, early sessions): the
     capped eval set, and the training rows once history outgrows `max_train_rows`. Returned in the
     input order."""
@@ -266,24 +265,9 @@ def sample_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str,
         left -= quota[source]
     keep = set()
     for source, members in by_source.items():
-        keep.update(_spread_over_answers(rows, members)[: quota[source]])
+        ranked = sorted(members, key=lambda i: (prompt_hash((rows[i]["system"] or "") + "\n" + rows[i]["prompt"]), i))
+        keep.update(ranked[: quota[source]])
     return [rows[i] for i in sorted(keep)]
-
-
-def _spread_over_answers(rows: Sequence[dict[str, Any]], members: list[int]) -> list[int]:
-    """`members` in the order a capped sample takes them: one row of every answer in turn (within an
-    answer, by prompt hash). A sample by prompt hash alone mirrors how often each answer occurs, so
-    a rare task family or a rare step (CheckStatus → CheckReplication where most families go on
-    to Failover) gets a row or two and the adapter answers it with the common step; measured in the
-    closed loop, those were the tasks the adapter failed."""
-    by_answer: dict[str, list[int]] = defaultdict(list)
-    for i in members:
-        by_answer[rows[i].get("chosen") or ""].append(i)
-    for group in by_answer.values():
-        group.sort(key=lambda i: (prompt_hash((rows[i]["system"] or "") + "\n" + rows[i]["prompt"]), i))
-    answers = sorted(by_answer, key=lambda a: (prompt_hash(a), a))
-    deepest = max(len(g) for g in by_answer.values())
-    return [by_answer[a][rank] for rank in range(deepest) for a in answers if rank < len(by_answer[a])]
 
 
 def chat_format_problems(rows: Iterable[dict[str, Any]]) -> list[str]:

@@ -214,17 +214,6 @@ def test_eval_sample_is_shared_between_sources_and_chosen_by_prompt_hash():
     assert sample_rows(rows, 100) == rows
 
 
-def test_a_capped_sample_keeps_the_rare_answers():
-    """30 rows answer A, 3 answer B (a rare family's step): a cap of 12 keeps all three B rows
-    and fills the rest with A, instead of mirroring the 10:1 frequency."""
-    rows = [_row(f"common {i}", "A", source=LLM_DECISION) for i in range(30)]
-    rows += [_row(f"rare {i}", "B", source=LLM_DECISION) for i in range(3)]
-    sample = sample_rows(rows, 12)
-    assert len(sample) == 12 and sum(r["chosen"] == "B" for r in sample) == 3
-    assert sample_rows(rows[::-1], 12) == sample[::-1] or \
-        {r["prompt"] for r in sample_rows(rows[::-1], 12)} == {r["prompt"] for r in sample}
-
-
 def test_chat_format_problems_name_the_row():
     good = {"episode_id": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}]}
     empty = {"episode_id": "b", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}
