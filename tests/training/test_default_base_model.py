@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 def test_default_model_dequantises_once_and_trains_through_the_chain(trained_default):
     resolved = resolve_base_model("default", trained_default.cache)  # the training dequantised it
-    assert [p.name for p in trained_default.cache.iterdir()] == [resolved.path.name]
+    # one converted model and the lock its conversion held; no temporary folder left
+    assert sorted(p.name for p in trained_default.cache.iterdir()) == [f".{resolved.path.name}.lock", resolved.path.name]
     assert (resolved.path / "model.safetensors").is_file() and resolved.model_id == DEFAULT_MODEL_ID
     config = json.loads((resolved.path / "config.json").read_text())
     assert "quantization_config" not in config
