@@ -1,11 +1,8 @@
 """Stage 2: validated records → episodes of both learn models."""
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..core.layout import DataLayout
-from ..core.learn_models import WORKER_TASK
 from ..core.stages import EpisodeSummary
 from .metadata import markdown_table, share
 from .records import RAW_RECORDS
