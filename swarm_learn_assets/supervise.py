@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .core.locks import pid_alive
+
 GRACE_S = 8.0  # dagster dev stops its webserver, daemon and code servers in a few seconds
 
 
@@ -21,16 +23,6 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_until_signalled(command: Sequence[str], cwd: Path | None = None, grace_s: float = GRACE_S,
@@ -61,7 +53,7 @@ def run_until_signalled(command: Sequence[str], cwd: Path | None = None, grace_s
                 if deadline and time.monotonic() > deadline[0]:
                     _signal_group(child.pid, signal.SIGKILL)
         # dagster dev is gone; its children get the rest of the grace period to finish stopping
-        while deadline and time.monotonic() < deadline[0] and len(received) < 2 and _group_alive(child.pid):
+        while deadline and time.monotonic() < deadline[0] and len(received) < 2 and pid_alive(child.pid, group=True):
             time.sleep(0.1)
     finally:
         _signal_group(child.pid, signal.SIGKILL)  # children that outlived dagster dev itself

@@ -19,6 +19,8 @@ import pytest
 from swarm_learn_assets.core.faults import CRASH_ENV
 from swarm_learn_assets.simulate import simulate
 
+from .processes import running_in_session
+
 DATA_AREAS = ("records", "quarantine", "episodes", "snapshots", "models")
 DATA_ASSETS = "raw_records,episodes,session_snapshot,scenario_model"
 
@@ -35,20 +37,8 @@ def _materialize(root: Path, home: Path, tiny: Path, crash: str | None = None, a
     with open(home.parent / f"{home.name}-materialize.log", "a") as log:
         run = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         code = run.wait(timeout=600)
-    assert _session_processes(run.pid) == []  # nothing of the run outlives it, killed or not
+    assert running_in_session(run.pid) == []  # nothing of the run outlives it, killed or not
     return code
-
-
-def _session_processes(sid: int) -> list[str]:
-    left = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            left.append((stat.parent / "cmdline").read_text().replace("\0", " ")[:200])
-    return left
 
 
 def _files(root: Path, areas: tuple[str, ...]) -> dict[str, str]:

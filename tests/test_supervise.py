@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+
+from .processes import running
 
 TREE = """
 import os, signal, subprocess, sys, time
@@ -30,15 +31,6 @@ import sys
 from swarm_learn_assets.supervise import run_until_signalled
 print(run_until_signalled([sys.executable, "-c", sys.argv[1], sys.argv[2]], grace_s=float(sys.argv[3])), flush=True)
 """
-
-
-def _gone(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return "Z" in state.split()[1]  # a zombie waiting for its reaper has stopped
 
 
 def _start(kind: str, grace: float) -> tuple[subprocess.Popen, int]:
@@ -64,4 +56,4 @@ def test_a_signal_stops_the_whole_tree(kind, signals, grace, limit):
     supervisor.wait(timeout=limit)
     assert time.monotonic() - started < limit
     assert int(supervisor.stdout.read().strip()) == 128 + signals[0]  # the exit code the supervisor reports
-    assert _gone(grandchild), f"grandchild {grandchild} outlived the supervisor"
+    assert not running(grandchild), f"grandchild {grandchild} outlived the supervisor"

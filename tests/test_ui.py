@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .processes import descendants, running
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +109,7 @@ def test_asset_graph_and_asset_page_show_assets_partitions_and_metadata(tmp_path
     finally:
         if browser is not None:
             browser.quit()
-        tree = _descendants(webserver.pid)  # dagster dev, its webserver, daemon and code servers
+        tree = descendants(webserver.pid)  # dagster dev, its webserver, daemon and code servers
         webserver.send_signal(signal.SIGTERM)  # as a service manager stops `swarm-learn ui`
         try:
             webserver.wait(timeout=10)
@@ -115,33 +117,6 @@ def test_asset_graph_and_asset_page_show_assets_partitions_and_metadata(tmp_path
             os.killpg(webserver.pid, signal.SIGKILL)
             raise
     assert len(tree) >= 3, tree
-    left = [pid for pid in tree if _running(pid)]
+    left = [pid for pid in tree if running(pid)]
     assert left == [], f"still running after swarm-learn ui stopped: {left}"
 
-
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return children
-
-
-def _descendants(pid: int) -> list[int]:
-    children, found, todo = _children(), [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"

@@ -74,13 +74,13 @@ def remove_stale_temps(*folders: Path) -> list[Path]:
             continue
         for entry in entries:
             match = _TEMP_NAME.match(entry.name)
-            if not match:
+            if not match or int(match.group(1)) == os.getpid():
                 continue
             try:
                 stale = not pid_alive(int(match.group(1))) or now - entry.lstat().st_mtime > STALE_AFTER_S
             except FileNotFoundError:
                 continue
-            if stale and int(match.group(1)) != os.getpid():
+            if stale:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:

@@ -29,10 +29,11 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine (the owner of a lock, temp file or run)."""
+def pid_alive(pid: int, group: bool = False) -> bool:
+    """Whether a process with this pid exists on this machine (the owner of a lock, temp file or
+    run); with `group`, whether any process of the process group `pid` still exists."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -133,7 +133,8 @@ class EpisodeSummary:
         return sum(self.task_outcomes.values())
 
     def judged_by_scenario(self) -> dict[str, dict[str, int]]:
-        """Judged worker-task episodes and successes per scenario: what the training triggers count."""
+        """Judged worker-task episodes and successes per scenario, for the run's metadata (the
+        training triggers count the per-session `task_counts` instead)."""
         out: dict[str, dict[str, int]] = {}
         for key, (episodes, successes) in sorted(self.task_counts.items()):
             if episodes:

@@ -45,9 +45,8 @@ def _counts_before(instance: dg.DagsterInstance, keys: list[str], storage_id: in
     """Each session's latest count observed before `storage_id`, if any (newest first, so the first
     record of a key is its latest)."""
     found: dict[str, SessionCount] = {}
-    cursor = None
     for start in range(0, len(keys), PAGE):
-        chunk = keys[start:start + PAGE]
+        chunk, cursor = keys[start:start + PAGE], None
         while True:
             page = instance.fetch_observations(
                 dg.AssetRecordsFilter(EPISODES, asset_partitions=chunk, before_storage_id=storage_id),
@@ -56,7 +55,6 @@ def _counts_before(instance: dg.DagsterInstance, keys: list[str], storage_id: in
                 found.setdefault(record.partition_key, _count(record))
             cursor = page.cursor
             if not page.has_more or all(k in found for k in chunk):
-                cursor = None
                 break
     return found
 

@@ -136,7 +136,8 @@ class AdapterRegistry:
         history = _read_json(file, "a list of version names")
         if history is None:
             pointer = self.root / "current"
-            return [pointer.read_text().strip()] if pointer.is_file() and pointer.read_text().strip() else []
+            version = pointer.read_text().strip() if pointer.is_file() else ""
+            return [version] if version else []
         if not isinstance(history, list) or not all(isinstance(v, str) and VERSION.match(v) for v in history):
             raise RegistryError(f"{file}: expected a list of version names like \"v0001\", got {history!r:.200}")
         return history

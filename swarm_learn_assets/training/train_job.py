@@ -71,10 +71,9 @@ def _die_with_parent() -> None:
 
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
-
-    _die_with_parent()
     from transformers.utils import logging as transformers_logging
 
+    _die_with_parent()
     transformers_logging.disable_progress_bar()  # the run's log gets the training's own progress lines
     # raised by peft's own call into transformers, nothing a user can act on
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
