@@ -48,12 +48,13 @@ def _run_policy(root: Path, policy: str, scenarios: int, sessions: int, seed: in
             "decisions": decisions, "seconds": seconds, "decisions_per_second": decisions / seconds}
 
 
-def _materialize(root: Path, label: str) -> float:
+def _materialize(root: Path, label: str, training_config: dict) -> float:
     from swarm_learn_assets.runner import ALL_ASSETS, materialize
 
     started = time.perf_counter()
     materialize(root, list(ALL_ASSETS), log_level="WARNING", training_log_level="WARNING",
-                on_stage=lambda m: print(f"  [{label}] {m}", file=sys.stderr, flush=True))
+                on_stage=lambda m: print(f"  [{label}] {m}", file=sys.stderr, flush=True),
+                training_config=training_config)
     return time.perf_counter() - started
 
 
@@ -78,6 +79,10 @@ def main() -> int:
     p.add_argument("--round-seed", type=int, default=101)
     p.add_argument("--policies", default="base,current,offline")
     p.add_argument("--skip-round-2", action="store_true")
+    p.add_argument("--train-on", default="task_decision,task_step,llm_decision",
+                   help="the sources the adapters train on (sft_dataset's train_on; the product's default is "
+                        "task_decision,llm_decision)")
+    p.add_argument("--max-train-rows", type=int, default=320, help="lora_adapter's max_train_rows (default config: 160)")
     p.add_argument("--round0-root", type=Path,
                    help="reuse a data root already simulated and materialized as round 0 (e.g. README command 1's "
                         "`data`), copied, instead of running round 0 again")
@@ -86,6 +91,8 @@ def main() -> int:
 
     from swarm_learn_assets.simulate import simulate
 
+    training_config = {"sft_dataset": {"train_on": args.train_on.split(",")},
+                       "lora_adapter": {"max_train_rows": args.max_train_rows}}
     work = Path(tempfile.mkdtemp(prefix="swarm-learn-flywheel-"))
     os.environ["DAGSTER_HOME"] = str(work / "home")
     root = work / "data"
@@ -97,7 +104,8 @@ def main() -> int:
     else:
         print(f"round 0: {args.scenarios} x {args.sessions} scripted sessions in {root}", file=sys.stderr)
         simulate(root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed)
-        report = {"round0_materialize_s": _materialize(root, "round 0")}
+        report = {"round0_materialize_s": _materialize(root, "round 0", training_config)}
+    report["training_config"] = training_config
     report["applied_round0"] = _applied(root)
     print(f"  applied after round 0: {report['applied_round0']}", file=sys.stderr)
 
@@ -108,7 +116,7 @@ def main() -> int:
         print(f"  {json.dumps(report['round1'][policy])}", file=sys.stderr, flush=True)
 
     if not args.skip_round_2 and "current" in report["round1"]:
-        report["round2_materialize_s"] = _materialize(root, "round 2")
+        report["round2_materialize_s"] = _materialize(root, "round 2", training_config)
         report["applied_round2"] = _applied(root)
         print(f"  applied after round 2: {report['applied_round2']}", file=sys.stderr)
         report["round2_current"] = _run_policy(root, "current", args.scenarios, args.round_sessions, args.round_seed)

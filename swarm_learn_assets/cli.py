@@ -78,6 +78,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_config(args: argparse.Namespace) -> dict[str, dict]:
+    """`--config-json`: each training asset's config, as the UI's launchpad would give it."""
+    import json
+
+    if not args.config_json:
+        return {}
+    try:
+        value = json.loads(args.config_json)
+    except ValueError as exc:
+        raise ValueError(f"--config-json: not JSON ({exc})") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError('--config-json: expected an object of asset → config, e.g. {"lora_adapter": {"epochs": 3}}')
+    return value
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     from .core.summary import format_summary, summarize
     from .runner import ALL_ASSETS, materialize
@@ -89,6 +104,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     _, _, refused = materialize(
         root, assets, log_level=level, on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
         training_log_level="DEBUG" if args.verbose else "INFO",  # minutes of work: show its progress
+        training_config=_training_config(args),
     )
     for message in refused:
         print(f"refused: {message}", file=sys.stderr)
@@ -237,7 +253,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     root = _data_root(args)
     started = time.perf_counter()
     materialize(root, TRAINING_ASSETS, log_level="DEBUG" if args.verbose else "INFO",
-                on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True), scenarios=[args.scenario])
+                on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True), scenarios=[args.scenario],
+                training_config=_training_config(args))
     layout = DataLayout(root)
     manifest = json.loads((layout.dataset_dir(args.scenario) / "manifest.json").read_text())
     if not manifest["trainable"]:
@@ -278,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-root", help=f"data root (default: ${DATA_ROOT_ENV} or ./data)")
         return p
 
+    def with_training_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config-json", metavar="JSON",
+                       help='the training assets\' config, as in the UI\'s launchpad, e.g. \'{"sft_dataset": '
+                            '{"train_on": ["task_decision", "task_step", "llm_decision"]}, "lora_adapter": '
+                            '{"max_train_rows": 320}}\'')
+
     p = with_root(sub.add_parser("simulate", help="write realistic synthetic sessions into landing/"))
     p.add_argument("--scenarios", type=int, default=3)
     p.add_argument("--sessions", type=int, default=20, help="sessions per scenario")
@@ -301,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "scenario_model (the data half) and sft_dataset,lora_adapter,applied_adapter "
                                     "(training, one scenario at a time)")
     p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
+    with_training_config(p)
     p.set_defaults(func=cmd_materialize)
 
     p = with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
@@ -318,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_root(sub.add_parser("train", help="train (and maybe apply) a scenario's adapter now, by hand"))
     p.add_argument("--scenario", required=True)
+    with_training_config(p)
     p.set_defaults(func=cmd_train)
 
     p = with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))

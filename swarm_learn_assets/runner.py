@@ -195,10 +195,13 @@ def materialize(
     on_stage: Callable[[str], None] | None = None,
     scenarios: Sequence[str] | None = None,
     training_log_level: str | None = None,
+    training_config: dict[str, dict] | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
     """Register every landing session, then materialize the selected assets for all of them (the
     training assets for `scenarios` only, when given). Training runs log at `training_log_level`
-    (default: `log_level`), so its progress can show while the rest stays quiet."""
+    (default: `log_level`), so its progress can show while the rest stays quiet; `training_config`
+    maps a training asset to its run config (`{"lora_adapter": {"max_train_rows": 320}}`), as the
+    launchpad would."""
     from .definitions import defs
 
     for scenario in scenarios or []:
@@ -209,7 +212,8 @@ def materialize(
     os.environ[DATA_ROOT_ENV] = str(data_root)
     instance = prepare_instance(data_root=data_root)
     with data_root_lock(data_root, on_wait=on_stage):
-        return _materialize(instance, defs, data_root, assets, log_level, on_stage, scenarios, training_log_level)
+        return _materialize(instance, defs, data_root, assets, log_level, on_stage, scenarios, training_log_level,
+                            training_config or {})
 
 
 @contextmanager
@@ -236,7 +240,11 @@ def _materialize(
     on_stage: Callable[[str], None] | None,
     scenarios: Sequence[str] | None,
     training_log_level: str | None,
+    training_config: dict[str, dict],
 ) -> tuple[list[str], list[str], list[str]]:
+    unknown = sorted(set(training_config) - set(TRAINING_ASSETS))
+    if unknown:
+        raise ValueError(f"training_config names {', '.join(unknown)}; expected some of {', '.join(TRAINING_ASSETS)}")
     for run_id in recover_dead_runs(instance):
         if on_stage:
             on_stage(f"run {run_id} was left running by a process that died: marked failed, its slots freed")
@@ -258,7 +266,8 @@ def _materialize(
         if on_stage:
             on_stage(f"training for {scenario}: {', '.join(training_assets)}")
         try:
-            _run_partition(defs, instance, "train_adapter", training_assets, scenario, training_log_level or log_level)
+            _run_partition(defs, instance, "train_adapter", training_assets, scenario, training_log_level or log_level,
+                           {a: c for a, c in training_config.items() if a in training_assets})
         except CheckBlocked as blocked:  # e.g. the adapter did not beat the applied one: kept, not applied
             if on_stage:
                 on_stage(f"{scenario}: stopped by a blocking check ({blocked})")
@@ -266,15 +275,17 @@ def _materialize(
 
 
 def _run_partition(
-    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, assets: Sequence[str], key: str, log_level: str
+    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, assets: Sequence[str], key: str, log_level: str,
+    asset_config: dict[str, dict] | None = None,
 ) -> None:
-    """One run for one partition (the training assets train one scenario per run)."""
+    """One run for one partition (the training assets train one scenario per run), with each asset's
+    config from `asset_config` (the defaults otherwise)."""
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         asset_selection=[dg.AssetKey(a) for a in assets],
         partition_key=key,
         tags={SCENARIO_TAG: key, **_worker_tags()},
-        run_config=_logging(log_level),
+        run_config={**_logging(log_level), "ops": {a: {"config": c} for a, c in (asset_config or {}).items()}},
         raise_on_error=False,
     )
     _raise_on_failure(result, job_name)

@@ -5,6 +5,9 @@ Rows come in *sources*. `task_decision` (a successful task's context → its act
 `llm_decision` (the swarm's own decide calls whose task succeeded) are learnable: their answer is a
 function of their prompt. `worker_task` and `worker_decision_sequence` are the reference learn
 models' rows, kept for the reference export but not what the adapter learns by default.
+`task_step` (opt-in, built only when `train_on` names it) asks the decide question of every step of
+a successful task: the swarm only records a decide call for some steps, so a rare kind of task may
+leave no decide example of its later steps at all, and the adapter then cannot answer them.
 """
 
 from __future__ import annotations
@@ -27,16 +30,31 @@ from .learn_models import (
     convert_dpo_pair,
 )
 from .outcome import Outcome
-from .prompts import DECIDE_CALL_TYPE, DECISION_SYSTEM_PROMPT, decision_prompt, decision_response
+from .prompts import (
+    DECIDE_CALL_TYPE,
+    DECISION_SYSTEM_PROMPT,
+    answer_kind,
+    decide_prompt,
+    decide_response,
+    decision_prompt,
+    decision_response,
+)
 from .records import ActionRecord
 from .schema import SYSTEM_EVENTS
 from .training_data import TrainingData
 
 TRAIN, EVAL = "train", "eval"
 ROLES = ("system", "user", "assistant")
-TASK_DECISION, LLM_DECISION = "task_decision", "llm_decision"
-SOURCES = (TASK_DECISION, LLM_DECISION, WORKER_TASK, WORKER_DECISION_SEQUENCE)
+TASK_DECISION, LLM_DECISION, TASK_STEP = "task_decision", "llm_decision", "task_step"
+SOURCES = (TASK_DECISION, LLM_DECISION, WORKER_TASK, WORKER_DECISION_SEQUENCE)  # always built
+OPT_IN_SOURCES = (TASK_STEP,)  # built only when `train_on` names them
+KNOWN_SOURCES = SOURCES + OPT_IN_SOURCES
 DEFAULT_TRAIN_ON = (TASK_DECISION, LLM_DECISION)
+
+
+def built_sources(train_on: Iterable[str]) -> tuple[str, ...]:
+    """The sources a dataset holds: every always-built one, and the opt-in ones `train_on` names."""
+    return SOURCES + tuple(s for s in OPT_IN_SOURCES if s in train_on)
 
 
 def split_of(session_id: str, eval_fraction: float) -> str:
@@ -75,6 +93,7 @@ def available_actions(episodes: Iterable[dict[str, Any]]) -> list[str]:
 class DatasetConfig:
     eval_fraction: float = 0.2
     dpo: DpoConfig = field(default_factory=DpoConfig)
+    task_steps: bool = False  # build the opt-in `task_step` rows
 
 
 @dataclass
@@ -138,6 +157,26 @@ def _task_decision_row(episode: Episode, actions: Sequence[str]) -> dict[str, An
     return _row(data, TASK_DECISION, episode.session_id, context)
 
 
+def _task_step_rows(episode: Episode, actions: Sequence[str], targets: dict[tuple[str, int], str | None]) -> list[dict[str, Any]]:
+    """One decide row per decision of a successful task: the prompt the swarm asks before that step
+    (the task's context, the actions on offer, the task's previous decision or none) → the action
+    taken and its target, as an `llm_call` row would record them."""
+    context = episode.context()
+    if not context:
+        return []
+    rows, previous = [], None
+    for record in episode.records:
+        if record.is_system_event():
+            continue
+        target = targets.get((episode.session_id, record.seq)) if record.seq is not None else None
+        data = TrainingData.sft_simple(decide_prompt(context, actions, previous), decide_response(record.action, target),
+                                       episode_id=episode.id, outcome_score=episode.outcome.score(),
+                                       learn_model=WORKER_TASK)
+        rows.append(_row(data, TASK_STEP, episode.session_id, context))
+        previous = record.action
+    return rows
+
+
 def _llm_decision_row(call: dict[str, Any], episode: dict[str, Any]) -> dict[str, Any]:
     """The call as the swarm sent and got it: no system turn, since none was sent."""
     data = TrainingData.sft_simple(call["prompt"], call["response"], episode_id=episode["episode_id"],
@@ -184,7 +223,8 @@ def build_training_rows(
 ) -> TrainingRows:
     """SFT rows of every source and DPO rows from `group_id` pairs, split by session.
 
-    `records` (the scenario's `action` and `llm_call` rows) give the `llm_decision` rows;
+    `records` (the scenario's `action` and `llm_call` rows) give the `llm_decision` rows and the
+    targets of the `task_step` rows (built when `config.task_steps`);
     `session_actions` maps a session to its dependency graph's available actions (the prompts list
     those, else every decision action of the scenario). A DPO pair belongs to the split of its
     chosen episode's session. Row order follows the episodes' order, so equal input gives equal
@@ -199,6 +239,8 @@ def build_training_rows(
     episodes = [episode_from_row(r) for r in episode_rows]
     sessions = sorted({e.session_id for e in episodes})
     split = {s: split_of(s, config.eval_fraction) for s in sessions}
+    records = list(records)
+    targets = {(r["session_id"], r["seq"]): r.get("target") for r in records if r["kind"] == "action"}
     rows: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
     for episode in episodes:
         if episode.learn_model not in reference or not episode.is_success():
@@ -206,6 +248,8 @@ def build_training_rows(
         part = rows[split[episode.session_id]]
         if episode.learn_model == WORKER_TASK and (row := _task_decision_row(episode, actions_of(episode.session_id))):
             part.append(row)
+        if episode.learn_model == WORKER_TASK and config.task_steps:
+            part.extend(_task_step_rows(episode, actions_of(episode.session_id), targets))
         try:
             data = reference[episode.learn_model].convert(episode)
         except LearnError:
@@ -219,7 +263,7 @@ def build_training_rows(
     dpo: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
     duplicates: dict[str, int] = {}
     for part in (TRAIN, EVAL):
-        sft[part], duplicates[f"sft/{part}"] = consensus(sorted(rows[part], key=lambda r: SOURCES.index(r["source"])))
+        sft[part], duplicates[f"sft/{part}"] = consensus(sorted(rows[part], key=lambda r: KNOWN_SOURCES.index(r["source"])))
     seen_contexts = {r["context"] for r in sft[TRAIN] if r["context"]}
     for row in sft[TRAIN]:
         row["unseen_context"] = False
@@ -248,12 +292,17 @@ def rows_of_sources(rows: Iterable[dict[str, Any]], sources: Iterable[str]) -> l
     return [r for r in rows if r["source"] in wanted]
 
 
-def sample_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str, Any]]:
+def sample_rows(rows: Sequence[dict[str, Any]], max_rows: int, spread: bool = False) -> list[dict[str, Any]]:
     """At most `max_rows` rows, shared evenly between the sources present (a source with fewer rows
     leaves its share to the others); within a source, the rows whose prompt hashes lowest. A stable
     sample of every source, never "the first N" (which would be one source, early sessions): the
     capped eval set, and the training rows once history outgrows `max_train_rows`. Returned in the
-    input order."""
+    input order.
+
+    `spread` (the training sample): within a source, take rows round-robin over what they teach
+    (`answer_kind`: previous action and answer, hosts aside), so a rare step keeps its few rows
+    instead of losing them in proportion — measured in the closed loop, a rare task's last step
+    dropped out of a plain 160-row sample and the adapter failed that task on every host."""
     if len(rows) <= max_rows:
         return list(rows)
     by_source: dict[str, list[int]] = defaultdict(list)
@@ -265,7 +314,15 @@ def sample_rows(rows: Sequence[dict[str, Any]], max_rows: int) -> list[dict[str,
         left -= quota[source]
     keep = set()
     for source, members in by_source.items():
-        ranked = sorted(members, key=lambda i: (prompt_hash((rows[i]["system"] or "") + "\n" + rows[i]["prompt"]), i))
+        hashes = {i: prompt_hash((rows[i]["system"] or "") + "\n" + rows[i]["prompt"]) for i in members}
+        ranked = sorted(members, key=lambda i: (hashes[i], i))
+        if spread:
+            turn: dict[int, int] = {}
+            seen: Counter = Counter()
+            for i in ranked:
+                kind = answer_kind(rows[i]["prompt"], rows[i]["chosen"])
+                turn[i], seen[kind] = seen[kind], seen[kind] + 1
+            ranked.sort(key=lambda i: turn[i])  # stable: within a turn, still by hash
         keep.update(ranked[: quota[source]])
     return [rows[i] for i in sorted(keep)]
 

@@ -26,6 +26,7 @@ DECISION_SYSTEM_PROMPT = (
 )
 DECIDE_CALL_TYPE = "decide"
 _AVAILABLE = re.compile(r"^Available actions: (.*)$", re.MULTILINE)
+_PREVIOUS = re.compile(r"^Previous action: (.*)$", re.MULTILINE)
 _SEQUENCE_PREFIXES = ("Based on the context, the optimal action sequence is:", "Execute the following sequence:")
 
 
@@ -112,6 +113,17 @@ def offered_actions(prompt: str) -> list[str] | None:
     """The actions a prompt offers (its `Available actions:` line), or None when it has none."""
     match = _AVAILABLE.search(prompt)
     return None if match is None else [a.strip() for a in match.group(1).split(",") if a.strip()]
+
+
+def answer_kind(prompt: str, answer: str) -> tuple[str | None, str]:
+    """What a row teaches, whoever the host: the previous action a decide prompt names (None for a
+    sequence question) and the action (decide) or action order (sequence) its answer names."""
+    previous = _PREVIOUS.search(prompt)
+    if is_decide_answer(answer):
+        decision = parse_decision(answer)
+        return (previous.group(1).strip() if previous else None, decision.action if decision else answer)
+    sequence = parse_sequence(answer)
+    return (None, " -> ".join(sequence) if sequence else answer)
 
 
 def is_decide_answer(reference: str) -> bool:

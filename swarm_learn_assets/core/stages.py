@@ -431,12 +431,13 @@ def _dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, 
     return orders
 
 
-DECISION_RECORD_COLUMNS = ("kind", "seq", "worker_id", "call_type", "prompt", "response", "error")
+DECISION_RECORD_COLUMNS = ("kind", "seq", "worker_id", "target", "call_type", "prompt", "response", "error")
 
 
 def read_decision_records(layout: DataLayout, scenario: str, session_ids: Sequence[str]) -> list[dict]:
     """The `action` and `llm_call` rows of the sessions (only the columns that link a decide call to
-    its task), each with its `session_id`: what the `llm_decision` training rows are made from."""
+    its task, and the action's target), each with its `session_id`: what the `llm_decision` and
+    `task_step` training rows are made from."""
     paths = _existing(layout.records, [f"{scenario}.{s}" for s in session_ids])
     if not paths:
         return []

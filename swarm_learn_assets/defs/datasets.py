@@ -4,7 +4,7 @@ import statistics
 
 import dagster as dg
 
-from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, SOURCES, TRAIN, DatasetConfig, chat_format_problems
+from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, TRAIN, DatasetConfig, built_sources, chat_format_problems
 from ..training.dataset_store import build_scenario_datasets
 from .episodes import EPISODES
 from .metadata import markdown_table
@@ -19,8 +19,9 @@ ENOUGH_ROWS_CHECK = dg.AssetCheckSpec("enough_training_rows", asset=SFT_DATASET)
 class DatasetBuildConfig(dg.Config):
     """Share of sessions held out for evaluation (by a hash of the session id); the sources the
     adapter trains on (`task_decision`, `llm_decision`, and the reference `worker_task`,
-    `worker_decision_sequence`; the dataset always holds all of them); and the fewest training rows
-    of those sources worth training on (fewer: the adapter is skipped, not failed)."""
+    `worker_decision_sequence`; the dataset always holds all of them; the opt-in `task_step`, one
+    decide row per step of a successful task, is built when named here); and the fewest training
+    rows of those sources worth training on (fewer: the adapter is skipped, not failed)."""
 
     eval_fraction: float = 0.2
     train_on: list[str] = list(DEFAULT_TRAIN_ON)
@@ -55,7 +56,7 @@ def sft_dataset(context: dg.AssetExecutionContext, config: DatasetBuildConfig, s
     train_rows = built.manifest["train_on_rows"]
     by_source = built.manifest["rows_by_source"]
     preview = [(r["source"], r["prompt"].replace("\n", " ")[:90], r["chosen"][:60], r["count"], f"{r['agreement']:.2f}")
-               for source in SOURCES for r in [x for x in sft[TRAIN] if x["source"] == source][:2]]
+               for source in built_sources(config.train_on) for r in [x for x in sft[TRAIN] if x["source"] == source][:2]]
     unseen = sum(r["unseen_context"] for r in sft[EVAL])
     return dg.MaterializeResult(
         asset_key=SFT_DATASET,
@@ -67,7 +68,7 @@ def sft_dataset(context: dg.AssetExecutionContext, config: DatasetBuildConfig, s
             "sft_eval_rows": len(sft[EVAL]),
             "eval_rows_unseen_context": unseen,
             "rows_by_source": markdown_table(
-                ["source", "train", "eval"], [(s, by_source[TRAIN][s], by_source[EVAL][s]) for s in SOURCES]),
+                ["source", "train", "eval"], [(s, by_source[TRAIN][s], by_source[EVAL][s]) for s in by_source[TRAIN]]),
             "dpo_train_rows": len(dpo[TRAIN]),
             "dpo_eval_rows": len(dpo[EVAL]),
             "duplicates_removed": dg.MetadataValue.json(built.rows.duplicates),

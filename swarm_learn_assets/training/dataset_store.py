@@ -11,14 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from ..core.atomic import make_temp_dir, remove_stale_temps, temp_prefix, write_json
-from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, SOURCES, TRAIN, DatasetConfig, TrainingRows, build_training_rows
+from ..core.datasets import (
+    DEFAULT_TRAIN_ON,
+    EVAL,
+    KNOWN_SOURCES,
+    TASK_STEP,
+    TRAIN,
+    DatasetConfig,
+    TrainingRows,
+    build_training_rows,
+    built_sources,
+)
 from ..core.layout import DataLayout
 from ..core.stages import read_decision_records, read_session_actions
 
@@ -81,9 +91,10 @@ def build_scenario_datasets(
     from datasets import Dataset, DatasetDict
 
     datasets.disable_progress_bars()  # a few hundred rows: the bars are noise in the run's log
-    unknown = sorted(set(train_on) - set(SOURCES))
+    unknown = sorted(set(train_on) - set(KNOWN_SOURCES))
     if unknown or not train_on:
-        raise ValueError(f"train_on {list(train_on)}: expected one or more of {', '.join(SOURCES)}")
+        raise ValueError(f"train_on {list(train_on)}: expected one or more of {', '.join(KNOWN_SOURCES)}")
+    config = replace(config, task_steps=TASK_STEP in train_on)
     episodes = read_scenario_episodes(layout, scenario)
     sessions = sorted({e["session_id"] for e in episodes})
     rows = build_training_rows(episodes, config, read_decision_records(layout, scenario, sessions),
@@ -91,7 +102,8 @@ def build_scenario_datasets(
     target = layout.dataset_dir(scenario)
     target.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
-    per_source = {part: {s: sum(r["source"] == s for r in rows.sft[part]) for s in SOURCES} for part in (TRAIN, EVAL)}
+    per_source = {part: {s: sum(r["source"] == s for r in rows.sft[part]) for s in built_sources(train_on)}
+                  for part in (TRAIN, EVAL)}
     train_rows = sum(per_source[TRAIN][s] for s in train_on)
     manifest: dict[str, Any] = {"scenario": scenario, "eval_fraction": config.eval_fraction,
                                 "eval_sessions": rows.eval_sessions, "train_sessions": rows.train_sessions,

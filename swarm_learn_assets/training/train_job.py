@@ -30,7 +30,7 @@ def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
     dataset = load_from_disk(job["dataset"])
     train_rows = rows_of_sources(dataset["train"].to_list(), job["train_on"])
     if job.get("max_train_rows"):
-        train_rows = sample_rows(train_rows, job["max_train_rows"])
+        train_rows = sample_rows(train_rows, job["max_train_rows"], spread=True)
     eval_rows = sample_rows(rows_of_sources(dataset["eval"].to_list(), job["train_on"]), job["max_eval_rows"])
     out = Path(job["output_dir"])
     settings = LoraSettings(**{**job["settings"], "target_modules": tuple(job["settings"]["target_modules"])})

@@ -12,6 +12,7 @@ from swarm_learn_assets.core.datasets import (
     EVAL,
     LLM_DECISION,
     TASK_DECISION,
+    TASK_STEP,
     TRAIN,
     DatasetConfig,
     build_training_rows,
@@ -212,6 +213,66 @@ def test_eval_sample_is_shared_between_sources_and_chosen_by_prompt_hash():
     assert sample == sample_rows(list(reversed(rows)), 12)[::-1] or \
         {r["prompt"] for r in sample} == {r["prompt"] for r in sample_rows(list(reversed(rows)), 12)}
     assert sample_rows(rows, 100) == rows
+
+
+def _task_episode(episode_id, context, outcome="success", session="s1"):
+    """A worker_task episode row: CheckStatus, ReadLogs, FreeDisk, then the `done` system event."""
+    return {"episode_id": episode_id, "session_id": session, "scenario": "db", "learn_model": WORKER_TASK,
+            "outcome": outcome, "score": 1.0 if outcome == "success" else 0.0,
+            "reason": None if outcome == "success" else "task failed", "worker_id": 0,
+            "actions": ["CheckStatus", "ReadLogs", "FreeDisk", "done"], "record_seqs": [1, 4, 7, 9],
+            "task_id": f"t-{episode_id}", "group_id": "g-db", "context": context, "selection_logic": "ucb1"}
+
+
+def _target_records(session, host):
+    rows = [{**_action(session, 0, seq), "target": host} for seq in (1, 4, 7)]
+    return rows + [{**_action(session, 0, 9), "target": None}]
+
+
+def test_task_step_rows_ask_the_decide_question_of_every_step_of_a_successful_task():
+    episodes = [_task_episode("e1", "disk full on db-3"), _task_episode("e2", "disk full on db-4", "failure", "s2")]
+    records = _target_records("s1", "db-3") + _target_records("s2", "db-4")
+    actions = {"s1": ["CheckStatus", "ReadLogs", "FreeDisk", "Restart"], "s2": ["CheckStatus", "ReadLogs", "FreeDisk", "Restart"]}
+    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0, task_steps=True), records, actions)
+    steps = [r for r in rows.sft[TRAIN] if r["source"] == TASK_STEP]
+    head = "Current context: disk full on db-3\nAvailable actions: CheckStatus, ReadLogs, FreeDisk, Restart\n"
+    tail = "\nChoose the next action. Answer as JSON with keys action and target."
+    assert [(r["prompt"], r["chosen"]) for r in steps] == [
+        (head + "Previous action: none" + tail, '{"action": "CheckStatus", "target": "db-3"}'),
+        (head + "Previous action: CheckStatus" + tail, '{"action": "ReadLogs", "target": "db-3"}'),
+        (head + "Previous action: ReadLogs" + tail, '{"action": "FreeDisk", "target": "db-3"}'),
+    ]  # the failed task on db-4 gives none, and `done` is not a decision
+    assert all(r["system"] is None and r["episode_id"] == "e1" and r["context"] == "disk full on db-3" for r in steps)
+    assert [m["role"] for m in steps[0]["messages"]] == ["user", "assistant"]
+    # opt-in: the default dataset is what it was without the source
+    default = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0), records, actions)
+    assert not [r for r in default.sft[TRAIN] if r["source"] == TASK_STEP]
+    assert {r["source"] for r in default.sft[TRAIN]} == {r["source"] for r in rows.sft[TRAIN]} - {TASK_STEP}
+
+
+def test_task_step_rows_of_the_same_step_reach_consensus():
+    episodes = [_task_episode("e1", "disk full on db-3"), _task_episode("e2", "disk full on db-3", session="s2")]
+    records = _target_records("s1", "db-3") + _target_records("s2", "db-3")
+    rows = build_training_rows(episodes, DatasetConfig(eval_fraction=0.0, task_steps=True), records)
+    steps = [r for r in rows.sft[TRAIN] if r["source"] == TASK_STEP]
+    assert len(steps) == 3 and [r["count"] for r in steps] == [2, 2, 2]
+
+
+def _decide(host, previous, action):
+    prompt = f"Current context: deploy of {host}\nAvailable actions: A, B\nPrevious action: {previous}\nChoose."
+    return _row(prompt, f'{{"action": "{action}", "target": "{host}"}}', source=TASK_STEP, system=None)
+
+
+def test_a_spread_training_sample_keeps_the_rows_of_a_rare_step():
+    common = [_decide(f"web-{i}", "CheckStatus", "ReadLogs") for i in range(40)]
+    rare = [_decide("billing-1", "CheckStatus", "Promote"), _decide("billing-2", "CheckStatus", "Promote")]
+    rows = common[:20] + rare + common[20:]
+    plain = sample_rows(rows, 6)
+    assert not all(r in plain for r in rare)  # by hash alone, this rare step loses rows
+    spread = sample_rows(rows, 6, spread=True)
+    assert len(spread) == 6 and all(r in spread for r in rare)
+    assert [r for r in spread if r not in rare] == [r for r in rows if r in spread and r not in rare]  # input order
+    assert sample_rows(rows, 100, spread=True) == rows
 
 
 def test_chat_format_problems_name_the_row():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_learn_assets.core.prompts import (
+    answer_kind,
     decide_prompt,
     decide_response,
     decision_prompt,
@@ -70,3 +71,13 @@ def test_decide_scoring_needs_the_target_only_when_the_reference_has_one():
     assert score_answer(prompt, with_target, '{"action": "Reboot", "target": "db-3"}') == (False, False)
     assert score_answer(prompt, decide_response("FreeDisk", None), '{"action": "FreeDisk", "target": "x"}') == (True, True)
     assert score_answer(prompt, with_target, "FreeDisk") == (False, False)
+
+
+def test_answer_kind_is_the_previous_action_and_the_answer_without_the_host():
+    decide = "Current context: x on db-3\nAvailable actions: A, B\nPrevious action: CheckStatus\nChoose the next action."
+    assert answer_kind(decide, '{"action": "Failover", "target": "db-3"}') == ("CheckStatus", "Failover")
+    assert answer_kind(decide, '{"action": "Failover", "target": "db-9"}') == ("CheckStatus", "Failover")
+    sequence = "Current context: x on db-3\nAvailable actions: A, B\n\nWhat is the best sequence?"
+    answer = "Based on the context, the optimal action sequence is: A -> B"
+    assert answer_kind(sequence, answer) == (None, "A -> B")
+    assert answer_kind(sequence, "no idea") == (None, "no idea")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+
+import pytest
 
 from swarm_learn_assets.core.datasets import DatasetConfig
 from swarm_learn_assets.core.layout import DataLayout
@@ -45,3 +48,26 @@ def test_empty_splits_are_saved_too(tmp_path: Path, small_landing: Path):
     built = build_scenario_datasets(layout, files[0].scenario, DatasetConfig(eval_fraction=0.0))
     assert built.manifest["sft"]["eval"]["rows"] == 0
     assert len(load_from_disk(str(built.path / "sft"))["eval"]) == 0
+
+
+def test_task_step_rows_are_built_when_train_on_names_them(tmp_path: Path, small_landing: Path):
+    from datasets import load_from_disk
+
+    shutil.copytree(small_landing / "landing", tmp_path / "landing")
+    layout = DataLayout(tmp_path)
+    files = layout.scan_landing()[0]
+    process_sessions(layout, [f.key for f in files])
+    scenario = files[0].scenario
+    default = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.0))
+    assert "task_step" not in default.manifest["rows_by_source"]["train"]
+    train_on = ("task_decision", "task_step")
+    built = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.0), train_on=train_on)
+    by_source = built.manifest["rows_by_source"]["train"]
+    sft = load_from_disk(str(built.path / "sft"))["train"]
+    steps = [r for r in sft if r["source"] == "task_step"]
+    assert by_source["task_step"] == len(steps) > by_source["task_decision"]  # several steps per task
+    assert built.manifest["train_on_rows"] == by_source["task_decision"] + by_source["task_step"]
+    # every step's target is the action record's target, which the simulated swarm names in the context
+    assert all(json.loads(r["chosen"])["target"] in r["context"] for r in steps)
+    with pytest.raises(ValueError, match="task_step"):
+        build_scenario_datasets(layout, scenario, train_on=("task_steps",))
