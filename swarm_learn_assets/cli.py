@@ -116,11 +116,18 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def _print_status(root: Path) -> None:
     """The data table, and the adapter table once any scenario has a dataset or an adapter."""
     from .core.layout import DataLayout
-    from .core.summary import format_summary, summarize
+    from .core.summary import format_global_model, format_summary, summarize
     from .training.report import adapter_report
 
     rows, layout = summarize(root), DataLayout(root)
     print(format_summary(rows))
+    if layout.global_model.is_file():
+        try:
+            model = json.loads(layout.global_model.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{layout.global_model}: not valid JSON ({exc}); rebuild it with "
+                             "`swarm-learn materialize --assets global_model`") from None
+        print(format_global_model(model))
     trained = [r.scenario for r in rows
                if layout.dataset_dir(r.scenario).is_dir() or (layout.adapters_root / r.scenario).is_dir()]
     if trained:

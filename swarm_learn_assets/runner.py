@@ -20,8 +20,9 @@ from .defs.partitions import SCENARIOS, SESSION_BACKFILL, SESSIONS
 
 SESSION_ASSETS = ("raw_records", "episodes", "session_snapshot")
 SCENARIO_ASSETS = ("scenario_model",)
+GLOBAL_ASSETS = ("global_model",)
 TRAINING_ASSETS = ("sft_dataset", "lora_adapter", "applied_adapter")
-DATA_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS)
+DATA_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS, *GLOBAL_ASSETS)
 ALL_ASSETS = (*DATA_ASSETS, *TRAINING_ASSETS)  # what `swarm-learn materialize` runs: landing → applied adapter
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # The run tags with which Dagster's own backfills hand a partition range to one run.
@@ -261,6 +262,10 @@ def _materialize(
     if on_stage and scenario_assets:
         on_stage(f"building {len(known)} scenario model(s)")
     _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, known, log_level)
+    if "global_model" in assets:
+        result = defs.resolve_job_def("build_global_model").execute_in_process(
+            instance=instance, tags=_worker_tags(), run_config=_logging(log_level), raise_on_error=False)
+        _raise_on_failure(result, "build_global_model")
     training_assets = [a for a in TRAINING_ASSETS if a in assets]
     for scenario in (chosen if training_assets else []):
         if on_stage:

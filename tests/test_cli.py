@@ -38,6 +38,9 @@ def test_simulate_materialize_status_end_to_end(tmp_path: Path, tiny_model_dir: 
     assert lines[0].split()[:4] == ["scenario", "sessions", "records", "quarantined"]
     total = next(line for line in lines if line.startswith("TOTAL")).split()
     assert total[1] == "6" and int(total[2]) > 0
+    assert lines[lines.index(next(line for line in lines if line.startswith("TOTAL"))) + 1].startswith(
+        "global model: 2 scenario(s), 6 session(s), ")
+    assert (tmp_path / "data" / "models" / "global_model.json").is_file()
     adapters = lines[lines.index("") + 1:]
     assert adapters[0].split()[:2] == ["scenario", "adapter"]
     for scenario in ("deploy-rollout", "troubleshooting"):
@@ -173,3 +176,12 @@ def test_trigger_check_and_a_manual_training(tmp_path: Path):
     assert "no: 0 new episodes since the last training, needs 100" in after.stdout
     missing = _run("train", "--scenario", "nope", env=env)
     assert missing.returncode == 1 and "no landing sessions for scenario(s) nope" in missing.stderr
+
+
+def test_status_names_a_broken_global_model(tmp_path: Path, capsys):
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "global_model.json").write_text('{"scenario": "glo')
+    assert main(["status", "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{tmp_path / 'models' / 'global_model.json'}: not valid JSON" in err[-1]

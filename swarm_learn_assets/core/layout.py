@@ -61,6 +61,16 @@ class DataLayout:
     def scenario_model(self, scenario: str) -> Path:
         return self.root / "models" / validate_name("scenario", scenario) / "scenario_model.json"
 
+    @property
+    def global_model(self) -> Path:
+        """`models/global_model.json`: every scenario's statistics added up (DESIGN §3)."""
+        return self.root / "models" / "global_model.json"
+
+    def scenario_models(self) -> list[Path]:
+        """The scenario models on disk, by scenario name."""
+        folder = self.root / "models"
+        return sorted(folder.glob("*/scenario_model.json")) if folder.is_dir() else []
+
     def snapshot_dir(self, scenario: str) -> Path:
         return self.root / "snapshots" / validate_name("scenario", scenario)
 

@@ -93,3 +93,17 @@ def merge_snapshots(snapshots: Sequence[Snapshot], strategy: MergeStrategy = Mer
         merged["metadata"][name] = sum(s["metadata"][name] for s in snapshots)
     merged["strategy"] = strategy.describe()
     return merged
+
+
+GLOBAL = "global"
+
+
+def merge_scenario_models(models: Sequence[dict]) -> dict:
+    """The global level: each scenario model's merged statistics added up (the reference merged every
+    session into its global stats additively; for additive scenario models this is the same sum), so
+    one scenario's rebuild never needs another scenario's snapshots. Models in any order."""
+    ordered = sorted(models, key=lambda m: m["scenario"])
+    merged = merge_snapshots([m["merged"] for m in ordered])
+    merged["metadata"]["scenario"] = GLOBAL
+    return {"scenario": GLOBAL, "scenarios": [m["scenario"] for m in ordered],
+            "sessions": sum(len(m["sessions"]) for m in ordered), "merged": merged}

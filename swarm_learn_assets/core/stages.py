@@ -23,7 +23,7 @@ from .atomic import remove_stale_temps, write_json, write_parquet
 from .episode_table import EPISODE_SCHEMA, build_episode_table
 from .layout import DataLayout
 from .learn_models import WORKER_TASK
-from .merge import MergeStrategy
+from .merge import MergeStrategy, merge_scenario_models
 from .names import split_session_key
 from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model, latest_sessions
 from .schema import COLUMNS, LEARN_STATS_OUTCOMES, REJECT_REASON, SOURCE_ROW
@@ -480,6 +480,14 @@ def build_model_for_scenario(
     return model
 
 
+def build_global_model(layout: DataLayout) -> dict:
+    """models/*/scenario_model.json → models/global_model.json, recomputed from the scenario models."""
+    model = merge_scenario_models([json.loads(p.read_text()) for p in layout.scenario_models()])
+    remove_stale_temps(layout.global_model.parent)
+    write_json(model, layout.global_model)
+    return model
+
+
 __all__ = [
     "SessionBatch",
     "SessionIngest",
@@ -489,6 +497,7 @@ __all__ = [
     "build_session_episodes",
     "build_session_snapshots",
     "build_model_for_scenario",
+    "build_global_model",
     "load_snapshots",
     "read_records",
     "split_by_session",

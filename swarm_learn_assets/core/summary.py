@@ -89,3 +89,11 @@ def format_summary(rows: list[ScenarioSummary]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)])
+
+
+def format_global_model(model: dict) -> str:
+    """One line for the global model under the data table."""
+    meta = model["merged"]["metadata"]
+    rate = f"{meta['success_episodes'] / meta['total_episodes']:.1%}" if meta["total_episodes"] else "-"
+    return (f"global model: {len(model['scenarios'])} scenario(s), {model['sessions']} session(s), "
+            f"{meta['total_episodes']} episodes, success rate {rate}, {meta['total_actions']} actions")

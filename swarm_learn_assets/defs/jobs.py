@@ -4,7 +4,7 @@ import dagster as dg
 
 from .episodes import EPISODES
 from .records import RAW_RECORDS
-from .scenario_model import scenario_model
+from .scenario_model import GLOBAL_MODEL, scenario_model
 from .snapshots import SESSION_SNAPSHOT
 
 process_sessions_job = dg.define_asset_job(
@@ -17,6 +17,12 @@ scenario_model_job = dg.define_asset_job(
     "build_scenario_model",
     selection=dg.AssetSelection.assets(scenario_model),
     description="Merge a scenario's session snapshots into its scenario model.",
+)
+
+global_model_job = dg.define_asset_job(
+    "build_global_model",
+    selection=dg.AssetSelection.assets(GLOBAL_MODEL),
+    description="Add every scenario model up into the global model.",
 )
 
 # Training runs may take longer than the instance-wide limit in dagster.yaml; run monitoring fails

@@ -1,10 +1,11 @@
-"""Stage 4: every session snapshot of a scenario → the merged scenario model and offline model."""
+"""Stage 4: every session snapshot of a scenario → the merged scenario model and offline model; every
+scenario model → the global model."""
 
 import dagster as dg
 
 from ..core.merge import MergeStrategy
 from ..core.offline import DEFAULT_MAX_SESSIONS
-from ..core.stages import build_model_for_scenario
+from ..core.stages import build_global_model, build_model_for_scenario
 from .metadata import markdown_table, share
 from .partitions import scenarios_partitions
 from .resources import SwarmData
@@ -58,3 +59,47 @@ def scenario_model(
             ),
         },
     )
+
+
+GLOBAL_MODEL = dg.AssetKey("global_model")
+# Rebuilt after any scenario model changes, once nothing upstream is running. Unlike `eager`, a
+# scenario whose model was never built does not hold the others back.
+GLOBAL_MODEL_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+
+
+@dg.asset(
+    key=GLOBAL_MODEL,
+    deps=[dg.AssetDep(scenario_model, partition_mapping=dg.AllPartitionMapping())],
+    group_name="scenarios",
+    kinds={"json"},
+    automation_condition=GLOBAL_MODEL_AUTOMATION,
+    description="Every scenario's merged statistics added up: the reference's global level.",
+)
+def global_model(swarm_data: SwarmData) -> dg.MaterializeResult:
+    layout = swarm_data.layout
+    model = build_global_model(layout)
+    merged = model["merged"]
+    meta = merged["metadata"]
+    top = sorted(merged["action_stats"], key=lambda a: (-a["visits"], a["action"]))[:10]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": model["sessions"],
+            "scenarios": len(model["scenarios"]),
+            "scenario_names": ", ".join(model["scenarios"]) or "none",
+            "total_episodes": meta["total_episodes"],
+            "success_rate": share(meta["success_episodes"], meta["total_episodes"]),
+            "total_actions": meta["total_actions"],
+            "top_actions": markdown_table(["action", "visits", "success rate"],
+                                          [(a["action"], a["visits"], share(a["successes"], a["visits"])) for a in top]),
+            "model_path": dg.MetadataValue.path(str(layout.global_model)),
+        },
+    )
+
+
+global_model_automation = dg.AutomationConditionSensorDefinition(
+    "global_model_automation",
+    target=dg.AssetSelection.assets(GLOBAL_MODEL),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Rebuilds the global model after scenario models change.",
+)

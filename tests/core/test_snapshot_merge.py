@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from swarm_learn_assets.core.merge import MergeStrategy, merge_snapshots, round_half_away
+from swarm_learn_assets.core.merge import MergeStrategy, merge_scenario_models, merge_snapshots, round_half_away
 from swarm_learn_assets.core.snapshot import SECTIONS, SNAPSHOT_VERSION, check_ngram_orders, empty_snapshot
 
 
@@ -243,3 +243,31 @@ def test_check_ngram_orders_rejects(bad):
 def test_check_ngram_orders_accepts_3_to_10():
     assert check_ngram_orders(list(range(3, 11))) == tuple(range(3, 11))
     assert check_ngram_orders([4, 3, 4]) == (3, 4)  # sorted, distinct
+
+
+def _scenario_model(name: str, sessions: list[str], actions: list[dict], episodes: tuple[int, int, int]) -> dict:
+    merged = empty_snapshot(name, None)
+    merged["action_stats"] = actions
+    merged["metadata"].update(session_count=len(sessions), total_episodes=episodes[0], success_episodes=episodes[1],
+                              failure_episodes=episodes[2], total_actions=sum(a["visits"] for a in actions))
+    return {"scenario": name, "sessions": sessions, "merged": merged}
+
+
+def test_the_global_model_adds_the_scenario_models_up():
+    db = _scenario_model("db", ["s1", "s2"], [
+        {"action": "CheckStatus", "visits": 3, "successes": 2, "failures": 1, "total_duration_ms": 30},
+        {"action": "Failover", "visits": 1, "successes": 1, "failures": 0, "total_duration_ms": 200},
+    ], (4, 3, 1))
+    web = _scenario_model("web", ["s1"], [
+        {"action": "CheckStatus", "visits": 2, "successes": 0, "failures": 2, "total_duration_ms": 12},
+    ], (2, 0, 2))
+    model = merge_scenario_models([web, db])  # any order in, scenarios by name out
+    assert model["scenario"] == "global" and model["scenarios"] == ["db", "web"] and model["sessions"] == 3
+    assert model["merged"]["action_stats"] == [
+        {"action": "CheckStatus", "visits": 5, "successes": 2, "failures": 3, "total_duration_ms": 42},
+        {"action": "Failover", "visits": 1, "successes": 1, "failures": 0, "total_duration_ms": 200},
+    ]
+    meta = model["merged"]["metadata"]
+    assert (meta["scenario"], meta["session_count"], meta["total_episodes"], meta["success_episodes"],
+            meta["failure_episodes"], meta["total_actions"]) == ("global", 3, 6, 3, 3, 6)
+    assert merge_scenario_models([])["merged"]["metadata"]["total_episodes"] == 0

@@ -15,6 +15,7 @@ EXPECTED_GRAPH = {
         "partitions": "sessions", "deps": ["episodes"], "checks": ["snapshot_totals_match_episodes"],
     },
     "scenario_model": {"partitions": "scenarios", "deps": ["session_snapshot"], "checks": []},
+    "global_model": {"partitions": None, "deps": ["scenario_model"], "checks": []},
     "sft_dataset": {"partitions": "scenarios", "deps": ["episodes"], "checks": ["chat_format_valid", "enough_training_rows"]},
     "lora_adapter": {"partitions": "scenarios", "deps": ["sft_dataset"], "checks": ["adapter_beats_applied_and_base"]},
     "applied_adapter": {"partitions": "scenarios", "deps": ["lora_adapter"], "checks": []},
@@ -27,7 +28,7 @@ def _graph(defs: dg.Definitions) -> dict:
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         out[key.to_user_string()] = {
-            "partitions": node.partitions_def.name,
+            "partitions": node.partitions_def.name if node.partitions_def else None,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "checks": sorted(c.name for c in node.check_keys),
         }
@@ -39,10 +40,19 @@ def test_asset_graph_snapshot():
 
     assert _graph(defs) == EXPECTED_GRAPH
     assert sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")) == [
-        "build_scenario_model", "full_update", "process_sessions", "train_adapter",
+        "build_global_model", "build_scenario_model", "full_update", "process_sessions", "train_adapter",
     ]
-    assert [s.name for s in defs.sensors] == ["discover_sessions", "training_trigger"]
+    assert [s.name for s in defs.sensors] == ["discover_sessions", "training_trigger", "global_model_automation"]
     assert [s.name for s in defs.schedules] == ["training_check"]
+
+
+def test_the_global_model_follows_scenario_models_by_itself():
+    from swarm_learn_assets.definitions import defs
+
+    node = defs.resolve_asset_graph().get(dg.AssetKey("global_model"))
+    assert node.automation_condition is not None and node.automation_condition.get_label() == "eager"
+    sensor = next(s for s in defs.sensors if s.name == "global_model_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_every_session_asset_batches_backfills():
