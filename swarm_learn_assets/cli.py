@@ -135,6 +135,21 @@ def _print_status(root: Path) -> None:
         print(adapter_report(root, trained))
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from .core.layout import DataLayout
+    from .core.names import validate_name
+    from .core.query import TimeWindow, format_sessions, query_sessions
+
+    root = _data_root(args)
+    validate_name("scenario", args.scenario)
+    rows = query_sessions(DataLayout(root), args.scenario, TimeWindow.parse(args.since, args.until), args.latest)
+    if args.format == "json":
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        print(format_sessions(rows))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     root = _data_root(args)
     if not root.is_dir():
@@ -333,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
     with_training_config(p)
     p.set_defaults(func=cmd_materialize)
+
+    p = with_root(sub.add_parser("query", help="a scenario's sessions over time: time range, episodes, success "
+                                               "rate, snapshot (the reference store's query_range / query_latest)"))
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--since", metavar="T", help="sessions that started at or after T (ISO 8601 or epoch ms)")
+    p.add_argument("--until", metavar="T", help="sessions that started at or before T (ISO 8601 or epoch ms)")
+    p.add_argument("--latest", type=int, metavar="N", help="only the N newest (of those in the window)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_query)
 
     p = with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
     p.set_defaults(func=cmd_status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,13 @@ def test_simulate_materialize_status_end_to_end(tmp_path: Path, tiny_model_dir: 
         assert "none" in row and "skipped:" in row and "fewer than min_train_rows 20" in row
     assert (tmp_path / "home" / "dagster.yaml").is_file()
     assert (tmp_path / "data" / "datasets" / "troubleshooting" / "manifest.json").is_file()
+    query = _run("query", "--scenario", "troubleshooting", "--latest", "2", "--format", "json", env=env)
+    assert query.returncode == 0, query.stderr
+    assert [r["session_id"] for r in json.loads(query.stdout)] == ["s0002", "s0003"]
+    bad = _run("query", "--scenario", "troubleshooting", "--until", "soon", env=env)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == (
+        "swarm-learn query: error: until 'soon': expected ISO 8601 (2026-12-01 or 2026-12-01T08:00:00Z) "
+        "or epoch milliseconds")
     status = _run("status", env=env)
     assert status.returncode == 0 and status.stdout.splitlines() == lines[:-1]  # same tables, minus "done in"
 

@@ -26,6 +26,7 @@ from .learn_models import WORKER_TASK
 from .merge import MergeStrategy, merge_scenario_models
 from .names import split_session_key
 from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model, latest_sessions
+from .query import TimeWindow
 from .schema import COLUMNS, LEARN_STATS_OUTCOMES, REJECT_REASON, SOURCE_ROW
 from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
 from .validation import SESSION_KEY, LandingFileError, NormalisedSession, normalise, read_landing, validate
@@ -467,14 +468,17 @@ def build_model_for_scenario(
     scenario: str,
     strategy: MergeStrategy = MergeStrategy(),
     max_sessions: int = DEFAULT_MAX_SESSIONS,
+    window: TimeWindow = TimeWindow(),
 ) -> dict:
-    """snapshots/<scenario>/* → models/<scenario>/scenario_model.json, recomputed from scratch."""
-    snapshots = load_snapshots(layout, scenario)
+    """snapshots/<scenario>/* → models/<scenario>/scenario_model.json, recomputed from scratch from the
+    sessions whose time is in `window` (all by default); the model records the window."""
+    snapshots = window.select(load_snapshots(layout, scenario))
     # Only the sessions the offline analysis looks at need their dependency graphs read.
     recent = latest_sessions(snapshots, max_sessions)
     created_at = {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in recent}
     orders = _dependency_orders(layout, scenario, created_at)
     model = build_scenario_model(scenario, snapshots, strategy, max_sessions, orders)
+    model["window"] = window.describe()
     remove_stale_temps(layout.scenario_model(scenario).parent)
     write_json(model, layout.scenario_model(scenario))
     return model

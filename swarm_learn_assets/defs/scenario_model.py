@@ -5,6 +5,7 @@ import dagster as dg
 
 from ..core.merge import MergeStrategy
 from ..core.offline import DEFAULT_MAX_SESSIONS
+from ..core.query import TimeWindow
 from ..core.stages import build_global_model, build_model_for_scenario
 from .metadata import markdown_table, share
 from .partitions import scenarios_partitions
@@ -13,10 +14,14 @@ from .snapshots import SESSION_SNAPSHOT
 
 
 class ScenarioModelConfig(dg.Config):
-    """How sessions are merged and how many recent ones the offline analysis looks at."""
+    """How sessions are merged, how many recent ones the offline analysis looks at, and the window of
+    session time the model is built from (`since` / `until`: ISO 8601 or epoch ms, either open;
+    default all history), e.g. last week only from the launchpad."""
 
     merge_strategy: str = "additive"
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    since: str | None = None
+    until: str | None = None
 
 
 @dg.asset(
@@ -34,7 +39,9 @@ def scenario_model(
 ) -> dg.MaterializeResult:
     layout = swarm_data.layout
     strategy = MergeStrategy.parse(config.merge_strategy)
-    models = {s: build_model_for_scenario(layout, s, strategy, config.max_sessions) for s in context.partition_keys}
+    window = TimeWindow.parse(config.since, config.until)
+    models = {s: build_model_for_scenario(layout, s, strategy, config.max_sessions, window)
+              for s in context.partition_keys}
     paths, sessions = [], 0
     episodes = success = 0
     for scenario, model in models.items():
@@ -52,6 +59,7 @@ def scenario_model(
             "total_episodes": episodes,
             "success_rate": share(success, episodes),
             "merge_strategy": strategy.name,
+            "window": dg.MetadataValue.json(window.describe()),
             "parameters": dg.MetadataValue.json(first.get("parameters", {})),
             "recommended_paths": markdown_table(["scenario", "path", "success rate", "count"], paths),
             "model_path": dg.MetadataValue.path(
