@@ -48,13 +48,13 @@ def _run_policy(root: Path, policy: str, scenarios: int, sessions: int, seed: in
             "decisions": decisions, "seconds": seconds, "decisions_per_second": decisions / seconds}
 
 
-def _materialize(root: Path, label: str, training_config: dict) -> float:
+def _materialize(root: Path, label: str, asset_config: dict) -> float:
     from swarm_learn_assets.runner import ALL_ASSETS, materialize
 
     started = time.perf_counter()
     materialize(root, list(ALL_ASSETS), log_level="WARNING", training_log_level="WARNING",
                 on_stage=lambda m: print(f"  [{label}] {m}", file=sys.stderr, flush=True),
-                training_config=training_config)
+                asset_config=asset_config)
     return time.perf_counter() - started
 
 
@@ -91,7 +91,7 @@ def main() -> int:
 
     from swarm_learn_assets.simulate import simulate
 
-    training_config = {"sft_dataset": {"train_on": args.train_on.split(",")},
+    asset_config = {"sft_dataset": {"train_on": args.train_on.split(",")},
                        "lora_adapter": {"max_train_rows": args.max_train_rows}}
     work = Path(tempfile.mkdtemp(prefix="swarm-learn-flywheel-"))
     os.environ["DAGSTER_HOME"] = str(work / "home")
@@ -104,8 +104,8 @@ def main() -> int:
     else:
         print(f"round 0: {args.scenarios} x {args.sessions} scripted sessions in {root}", file=sys.stderr)
         simulate(root, scenarios=args.scenarios, sessions=args.sessions, seed=args.seed)
-        report = {"round0_materialize_s": _materialize(root, "round 0", training_config)}
-    report["training_config"] = training_config
+        report = {"round0_materialize_s": _materialize(root, "round 0", asset_config)}
+    report["asset_config"] = asset_config
     report["applied_round0"] = _applied(root)
     print(f"  applied after round 0: {report['applied_round0']}", file=sys.stderr)
 
@@ -116,7 +116,7 @@ def main() -> int:
         print(f"  {json.dumps(report['round1'][policy])}", file=sys.stderr, flush=True)
 
     if not args.skip_round_2 and "current" in report["round1"]:
-        report["round2_materialize_s"] = _materialize(root, "round 2", training_config)
+        report["round2_materialize_s"] = _materialize(root, "round 2", asset_config)
         report["applied_round2"] = _applied(root)
         print(f"  applied after round 2: {report['applied_round2']}", file=sys.stderr)
         report["round2_current"] = _run_policy(root, "current", args.scenarios, args.round_sessions, args.round_seed)

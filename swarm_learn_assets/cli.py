@@ -78,8 +78,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_config(args: argparse.Namespace) -> dict[str, dict]:
-    """`--config-json`: each training asset's config, as the UI's launchpad would give it."""
+def _asset_config(args: argparse.Namespace) -> dict[str, dict]:
+    """`--config-json`: each scenario or training asset's config, as the UI's launchpad would give it."""
     import json
 
     if not args.config_json:
@@ -104,7 +104,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     _, _, refused = materialize(
         root, assets, log_level=level, on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
         training_log_level="DEBUG" if args.verbose else "INFO",  # minutes of work: show its progress
-        training_config=_training_config(args),
+        asset_config=_asset_config(args),
     )
     for message in refused:
         print(f"refused: {message}", file=sys.stderr)
@@ -276,7 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     materialize(root, TRAINING_ASSETS, log_level="DEBUG" if args.verbose else "INFO",
                 on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True), scenarios=[args.scenario],
-                training_config=_training_config(args))
+                asset_config=_asset_config(args))
     layout = DataLayout(root)
     manifest = json.loads((layout.dataset_dir(args.scenario) / "manifest.json").read_text())
     if not manifest["trainable"]:
@@ -317,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-root", help=f"data root (default: ${DATA_ROOT_ENV} or ./data)")
         return p
 
-    def with_training_config(p: argparse.ArgumentParser) -> None:
+    def with_asset_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config-json", metavar="JSON",
-                       help='the training assets\' config, as in the UI\'s launchpad, e.g. \'{"sft_dataset": '
+                       help='scenario_model\'s and the training assets\' config, as in the UI\'s launchpad, e.g. \'{"sft_dataset": '
                             '{"train_on": ["task_decision", "task_step", "llm_decision"]}, "lora_adapter": '
                             '{"max_train_rows": 320}}\'')
 
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "scenario_model (the data half) and sft_dataset,lora_adapter,applied_adapter "
                                     "(training, one scenario at a time)")
     p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
-    with_training_config(p)
+    with_asset_config(p)
     p.set_defaults(func=cmd_materialize)
 
     p = with_root(sub.add_parser("query", help="a scenario's sessions over time: time range, episodes, success "
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_root(sub.add_parser("train", help="train (and maybe apply) a scenario's adapter now, by hand"))
     p.add_argument("--scenario", required=True)
-    with_training_config(p)
+    with_asset_config(p)
     p.set_defaults(func=cmd_train)
 
     p = with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))

@@ -122,6 +122,7 @@ def _run(
     keys: Sequence[str],
     log_level: str,
     on_stage: Callable[[str], None] | None = None,
+    asset_config: dict[str, dict] | None = None,
 ) -> None:
     """Runs over this data root's `keys` of the `partitions` set, at most RUN_PARTITIONS per run (as
     the UI's backfills split them): each run is a range in the instance's order (a home serves one
@@ -140,7 +141,7 @@ def _run(
             instance=instance,
             asset_selection=[dg.AssetKey(a) for a in assets],
             tags={ASSET_PARTITION_RANGE_START_TAG: part[0], ASSET_PARTITION_RANGE_END_TAG: part[-1], **_worker_tags()},
-            run_config=_logging(log_level),
+            run_config=_run_config(log_level, asset_config),
             raise_on_error=False,
         )
         _raise_on_failure(result, job_name)
@@ -167,6 +168,11 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         recovered.append(run.run_id)
     return recovered
+
+
+def _run_config(log_level: str, asset_config: dict[str, dict] | None) -> dict:
+    """The CLI logger at `log_level`, and each asset's config (its op's config)."""
+    return {**_logging(log_level), "ops": {a: {"config": c} for a, c in (asset_config or {}).items()}}
 
 
 def _logging(log_level: str) -> dict:
@@ -196,13 +202,13 @@ def materialize(
     on_stage: Callable[[str], None] | None = None,
     scenarios: Sequence[str] | None = None,
     training_log_level: str | None = None,
-    training_config: dict[str, dict] | None = None,
+    asset_config: dict[str, dict] | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
     """Register every landing session, then materialize the selected assets for all of them (the
     training assets for `scenarios` only, when given). Training runs log at `training_log_level`
-    (default: `log_level`), so its progress can show while the rest stays quiet; `training_config`
-    maps a training asset to its run config (`{"lora_adapter": {"max_train_rows": 320}}`), as the
-    launchpad would."""
+    (default: `log_level`), so its progress can show while the rest stays quiet; `asset_config`
+    maps a scenario or training asset to its config (`{"lora_adapter": {"max_train_rows": 320}}`),
+    as the launchpad would."""
     from .definitions import defs
 
     for scenario in scenarios or []:
@@ -214,7 +220,7 @@ def materialize(
     instance = prepare_instance(data_root=data_root)
     with data_root_lock(data_root, on_wait=on_stage):
         return _materialize(instance, defs, data_root, assets, log_level, on_stage, scenarios, training_log_level,
-                            training_config or {})
+                            asset_config or {})
 
 
 @contextmanager
@@ -241,11 +247,12 @@ def _materialize(
     on_stage: Callable[[str], None] | None,
     scenarios: Sequence[str] | None,
     training_log_level: str | None,
-    training_config: dict[str, dict],
+    asset_config: dict[str, dict],
 ) -> tuple[list[str], list[str], list[str]]:
-    unknown = sorted(set(training_config) - set(TRAINING_ASSETS))
+    configurable = (*SCENARIO_ASSETS, *TRAINING_ASSETS)
+    unknown = sorted(set(asset_config) - set(configurable))
     if unknown:
-        raise ValueError(f"training_config names {', '.join(unknown)}; expected some of {', '.join(TRAINING_ASSETS)}")
+        raise ValueError(f"asset_config names {', '.join(unknown)}; expected some of {', '.join(configurable)}")
     for run_id in recover_dead_runs(instance):
         if on_stage:
             on_stage(f"run {run_id} was left running by a process that died: marked failed, its slots freed")
@@ -261,7 +268,8 @@ def _materialize(
     _run(defs, instance, "process_sessions", session_assets, SESSIONS, sessions, log_level, on_stage)
     if on_stage and scenario_assets:
         on_stage(f"building {len(known)} scenario model(s)")
-    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, known, log_level)
+    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, known, log_level,
+         asset_config={a: c for a, c in asset_config.items() if a in scenario_assets})
     if "global_model" in assets:
         result = defs.resolve_job_def("build_global_model").execute_in_process(
             instance=instance, tags=_worker_tags(), run_config=_logging(log_level), raise_on_error=False)
@@ -272,7 +280,7 @@ def _materialize(
             on_stage(f"training for {scenario}: {', '.join(training_assets)}")
         try:
             _run_partition(defs, instance, "train_adapter", training_assets, scenario, training_log_level or log_level,
-                           {a: c for a, c in training_config.items() if a in training_assets})
+                           {a: c for a, c in asset_config.items() if a in training_assets})
         except CheckBlocked as blocked:  # e.g. the adapter did not beat the applied one: kept, not applied
             if on_stage:
                 on_stage(f"{scenario}: stopped by a blocking check ({blocked})")
@@ -290,7 +298,7 @@ def _run_partition(
         asset_selection=[dg.AssetKey(a) for a in assets],
         partition_key=key,
         tags={SCENARIO_TAG: key, **_worker_tags()},
-        run_config={**_logging(log_level), "ops": {a: {"config": c} for a, c in (asset_config or {}).items()}},
+        run_config=_run_config(log_level, asset_config),
         raise_on_error=False,
     )
     _raise_on_failure(result, job_name)

@@ -76,14 +76,17 @@ def test_config_json_reaches_the_training_assets(tmp_path: Path, tiny_model_dir:
     monkeypatch.setenv("SWARM_LEARN_BASE_MODEL", str(tiny_model_dir))
     root = str(tmp_path / "data")
     assert main(["simulate", "--scenarios", "1", "--sessions", "2", "--seed", "3", "--data-root", root]) == 0
-    config = '{"sft_dataset": {"train_on": ["task_decision", "task_step"], "min_train_rows": 1}}'
+    config = ('{"scenario_model": {"since": "1000"}, '
+              '"sft_dataset": {"train_on": ["task_decision", "task_step"], "min_train_rows": 1}}')
     assets = "raw_records,episodes,session_snapshot,scenario_model,sft_dataset"
     assert main(["materialize", "--data-root", root, "--assets", assets, "--config-json", config]) == 0
     manifest = json.loads((tmp_path / "data" / "datasets" / "troubleshooting" / "manifest.json").read_text())
     assert manifest["train_on"] == ["task_decision", "task_step"] and manifest["rows_by_source"]["train"]["task_step"] > 0
+    model = json.loads((tmp_path / "data" / "models" / "troubleshooting" / "scenario_model.json").read_text())
+    assert model["window"] == {"since_ms": 1000, "until_ms": None} and len(model["sessions"]) == 2
     capsys.readouterr()
     for bad, expected in (("[1]", "--config-json: expected an object"), ("{nope", "--config-json: not JSON"),
-                          ('{"scenario_model": {}}', "training_config names scenario_model")):
+                          ('{"raw_records": {}}', "asset_config names raw_records")):
         assert main(["materialize", "--data-root", root, "--config-json", bad]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert expected in err[-1] and not any("Traceback" in line for line in err)

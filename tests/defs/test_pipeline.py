@@ -83,6 +83,11 @@ def test_rematerializing_is_byte_identical_and_never_double_counts(data_root: Pa
         snaps = [json.loads(p.read_text()) for p in (data_root / "snapshots" / model["scenario"]).glob("*.json")]
         assert model["merged"]["metadata"]["total_episodes"] == sum(s["metadata"]["total_episodes"] for s in snaps)
         assert model["merged"]["metadata"]["session_count"] == len(snaps)
+    models = [json.loads(p.read_text()) for p in (data_root / "models").rglob("scenario_model.json")]
+    world = json.loads((data_root / "models" / "global_model.json").read_text())
+    assert world["scenarios"] == sorted(m["scenario"] for m in models) and len(models) > 1
+    for count in ("session_count", "total_episodes", "success_episodes", "total_actions"):
+        assert world["merged"]["metadata"][count] == sum(m["merged"]["metadata"][count] for m in models)
 
 
 def test_selected_assets_only(data_root: Path):
@@ -101,7 +106,7 @@ def test_each_session_asset_alone_gives_the_same_files_as_the_fused_pass(data_ro
     fused = _digest_tree(data_root)
     for area in ("records", "episodes", "snapshots", "models"):
         shutil.rmtree(data_root / area)
-    for asset in ("raw_records", "episodes", "session_snapshot", "scenario_model"):
+    for asset in ("raw_records", "episodes", "session_snapshot", "scenario_model", "global_model"):
         materialize(data_root, assets=(asset,), log_level="WARNING")
     assert _digest_tree(data_root) == fused
 
