@@ -14,14 +14,19 @@ from swarm_learn_assets.core.stages import process_sessions
 from swarm_learn_assets.training.dataset_store import build_scenario_datasets
 
 
-def test_datasets_are_saved_with_splits_and_rebuild_identically(tmp_path: Path, small_landing: Path):
-    from datasets import load_from_disk
-
+def _processed(tmp_path: Path, small_landing: Path) -> tuple[DataLayout, str]:
+    """The small landing set processed up to episodes; the layout and its first scenario."""
     shutil.copytree(small_landing / "landing", tmp_path / "landing")
     layout = DataLayout(tmp_path)
     files = layout.scan_landing()[0]
     process_sessions(layout, [f.key for f in files])
-    scenario = files[0].scenario
+    return layout, files[0].scenario
+
+
+def test_datasets_are_saved_with_splits_and_rebuild_identically(tmp_path: Path, small_landing: Path):
+    from datasets import load_from_disk
+
+    layout, scenario = _processed(tmp_path, small_landing)
     first = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.5), min_train_rows=3)
     sft = load_from_disk(str(first.path / "sft"))
     assert set(sft) == {"train", "eval"}
@@ -41,11 +46,8 @@ def test_datasets_are_saved_with_splits_and_rebuild_identically(tmp_path: Path, 
 def test_empty_splits_are_saved_too(tmp_path: Path, small_landing: Path):
     from datasets import load_from_disk
 
-    shutil.copytree(small_landing / "landing", tmp_path / "landing")
-    layout = DataLayout(tmp_path)
-    files = layout.scan_landing()[0]
-    process_sessions(layout, [f.key for f in files])
-    built = build_scenario_datasets(layout, files[0].scenario, DatasetConfig(eval_fraction=0.0))
+    layout, scenario = _processed(tmp_path, small_landing)
+    built = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.0))
     assert built.manifest["sft"]["eval"]["rows"] == 0
     assert len(load_from_disk(str(built.path / "sft"))["eval"]) == 0
 
@@ -53,11 +55,7 @@ def test_empty_splits_are_saved_too(tmp_path: Path, small_landing: Path):
 def test_task_step_rows_are_built_when_train_on_names_them(tmp_path: Path, small_landing: Path):
     from datasets import load_from_disk
 
-    shutil.copytree(small_landing / "landing", tmp_path / "landing")
-    layout = DataLayout(tmp_path)
-    files = layout.scan_landing()[0]
-    process_sessions(layout, [f.key for f in files])
-    scenario = files[0].scenario
+    layout, scenario = _processed(tmp_path, small_landing)
     default = build_scenario_datasets(layout, scenario, DatasetConfig(eval_fraction=0.0))
     assert "task_step" not in default.manifest["rows_by_source"]["train"]
     train_on = ("task_decision", "task_step")
