@@ -80,8 +80,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _asset_config(args: argparse.Namespace) -> dict[str, dict]:
     """`--config-json`: each scenario or training asset's config, as the UI's launchpad would give it."""
-    import json
-
     if not args.config_json:
         return {}
     try:

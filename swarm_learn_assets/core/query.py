@@ -28,7 +28,7 @@ def parse_time(text: str, what: str = "time") -> int:
     if _EPOCH_MS.match(value):
         return int(value)
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        moment = datetime.fromisoformat(value)  # 3.11: `Z`, offsets, dates alone
     except ValueError:
         raise ValueError(f"{what} {text!r}: expected ISO 8601 (2026-12-01 or 2026-12-01T08:00:00Z) "
                          "or epoch milliseconds") from None
