@@ -29,10 +29,31 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def pid_alive(pid: int, group: bool = False) -> bool:
-    """Whether a process with this pid exists on this machine (the owner of a lock, temp file or
-    run); with `group`, whether any process of the process group `pid` still exists."""
+_PROC = Path("/proc")
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc/<pid>/stat, or None once the process is gone."""
     try:
+        # the command name in parentheses may hold spaces; the fields after it are fixed
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def pid_alive(pid: int, group: bool = False) -> bool:
+    """Whether a process with this pid still runs on this machine (the owner of a lock, temp file or
+    run); with `group`, whether any process of the process group `pid` still runs. A zombie does not
+    count: it has exited, and an orphan's zombie may wait long for a reaper that is not `init` (in a
+    container, PID 1 may never reap it), so waiting for it would wait for nothing."""
+    if (_PROC / "self" / "stat").is_file():
+        if not group:
+            state = _proc_state(pid)
+            return state is not None and state[0] != "Z"
+        members = (_proc_state(int(p.name)) for p in _PROC.iterdir() if p.name.isdigit())
+        return any(m is not None and m[1] == pid and m[0] != "Z" for m in members)
+    try:  # no /proc: the kernel's own check, zombies included
         (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
