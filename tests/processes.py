@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +54,12 @@ def descendants(pid: int) -> list[int]:
 
 def running_in_session(sid: int) -> list[int]:
     return [s.pid for s in all_processes() if s.session == sid and s.running]
+
+
+def gone_within(pids: Callable[[], list[int]], seconds: float) -> list[int]:
+    """The processes `pids()` names, polled until there are none or `seconds` pass: a killed process
+    group's members die asynchronously, a moment after the signal, and later still on a loaded box."""
+    deadline = time.monotonic() + seconds
+    while (left := pids()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left

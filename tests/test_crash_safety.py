@@ -19,7 +19,7 @@ import pytest
 from swarm_learn_assets.core.faults import CRASH_ENV
 from swarm_learn_assets.simulate import simulate
 
-from .processes import running_in_session
+from .processes import gone_within, running_in_session
 
 DATA_AREAS = ("records", "quarantine", "episodes", "snapshots", "models")
 DATA_ASSETS = "raw_records,episodes,session_snapshot,scenario_model"
@@ -37,7 +37,7 @@ def _materialize(root: Path, home: Path, tiny: Path, crash: str | None = None, a
     with open(home.parent / f"{home.name}-materialize.log", "a") as log:
         run = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         code = run.wait(timeout=600)
-    assert running_in_session(run.pid) == []  # nothing of the run outlives it, killed or not
+    assert gone_within(lambda: running_in_session(run.pid), 10) == []  # nothing of the run outlives it
     return code
 
 
