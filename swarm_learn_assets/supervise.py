@@ -30,20 +30,33 @@ def run_until_signalled(command: Sequence[str], cwd: Path | None = None, grace_s
     """Run `command` in a new session until it exits; SIGINT/SIGTERM are passed on to its whole
     process group (SIGTERM), a second signal or the end of `grace_s` kills the group. Returns the
     child's exit code (128 + signal when a signal stopped it)."""
-    child = subprocess.Popen(list(command), cwd=cwd, env=env, start_new_session=True)
     received: list[int] = []
     deadline: list[float] = []
+    started: list[subprocess.Popen] = []
 
     def on_signal(signum: int, _frame) -> None:
         received.append(signum)
+        if not started:  # the child is not there yet: it is stopped as soon as it is
+            return
         if len(received) == 1:
             print(f"stopping (up to {grace_s:.0f} s; press Ctrl-C again to kill it at once)", file=sys.stderr, flush=True)
             deadline.append(time.monotonic() + grace_s)
-            _signal_group(child.pid, signal.SIGTERM)
+            _signal_group(started[0].pid, signal.SIGTERM)
         else:
-            _signal_group(child.pid, signal.SIGKILL)
+            _signal_group(started[0].pid, signal.SIGKILL)
 
+    # Handlers first: a child started while SIGINT/SIGTERM were ignored here (a shell's background job,
+    # a CI runner) would inherit the ignoring and never stop on SIGTERM; exec resets handled signals.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        child = subprocess.Popen(list(command), cwd=cwd, env=env, start_new_session=True)
+    except BaseException:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        raise
+    started.append(child)
+    if received:
+        on_signal(received.pop(), None)
     try:
         while True:
             try:

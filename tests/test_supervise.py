@@ -40,21 +40,31 @@ def _tree_states(supervisor: int, grandchild: int) -> dict[int, str | None]:
     return {pid: (stat.state if (stat := proc_stat(pid)) else None) for pid in dict.fromkeys(pids)}
 
 
-def _start(kind: str, grace: float) -> tuple[subprocess.Popen, int]:
+def _ignore_stop_signals() -> None:
+    """What a shell's background job or a CI runner may hand down: SIGINT and SIGTERM ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _start(kind: str, grace: float, inherited_ignore: bool = False) -> tuple[subprocess.Popen, int]:
     supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, TREE, kind, str(grace)], text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  preexec_fn=_ignore_stop_signals if inherited_ignore else None)  # fmt: skip
     grandchild = int(supervisor.stdout.readline())  # the tree is up once the grandchild's pid is printed
     return supervisor, grandchild
 
 
-@pytest.mark.parametrize(("kind", "signals", "grace", "limit"), [
-    ("polite", [signal.SIGTERM], 30.0, 10.0),  # stops on the first signal, well inside the grace period
-    ("polite", [signal.SIGINT], 30.0, 10.0),  # Ctrl-C
-    ("stubborn", [signal.SIGTERM], 1.0, 6.0),  # ignores SIGTERM: killed when the grace period ends
-    ("stubborn", [signal.SIGTERM, signal.SIGINT], 60.0, 5.0),  # a second signal kills at once
+@pytest.mark.parametrize(("kind", "signals", "grace", "limit", "inherited_ignore"), [
+    ("polite", [signal.SIGTERM], 30.0, 10.0, False),  # stops on the first signal, well inside the grace period
+    ("polite", [signal.SIGINT], 30.0, 10.0, False),  # Ctrl-C
+    # started as a background job that ignores SIGINT/SIGTERM: the tree must not inherit the ignoring
+    # (it did: the supervisor started the tree before its own handlers replaced SIG_IGN)
+    ("polite", [signal.SIGTERM], 30.0, 10.0, True),
+    ("stubborn", [signal.SIGTERM], 1.0, 6.0, False),  # ignores SIGTERM: killed when the grace period ends
+    ("stubborn", [signal.SIGTERM, signal.SIGINT], 60.0, 5.0, False),  # a second signal kills at once
 ])
-def test_a_signal_stops_the_whole_tree(kind, signals, grace, limit):
-    supervisor, grandchild = _start(kind, grace)
+def test_a_signal_stops_the_whole_tree(kind, signals, grace, limit, inherited_ignore):
+    supervisor, grandchild = _start(kind, grace, inherited_ignore)
     started = time.monotonic()
     for i, signum in enumerate(signals):
         supervisor.send_signal(signum)
