@@ -1,43 +1,11 @@
-"""Reading Linux's /proc for the tests that check no process is left behind."""
+"""Reading Linux's /proc (through `core.locks`) for the tests that check no process is left behind."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-
-@dataclass(frozen=True)
-class ProcStat:
-    pid: int
-    state: str  # "Z": a zombie waiting for its reaper, which has stopped running
-    ppid: int
-    session: int
-
-    @property
-    def running(self) -> bool:
-        return self.state != "Z"
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """The process's /proc/<pid>/stat, or None once it is gone."""
-    try:
-        # the command name in parentheses may hold spaces; the fields after it are fixed
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return ProcStat(pid, fields[0], int(fields[1]), int(fields[3]))
-
-
-def all_processes() -> list[ProcStat]:
-    found = (proc_stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit())
-    return [s for s in found if s is not None]
-
-
-def running(pid: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat.running
+from swarm_learn_assets.core.locks import all_processes
 
 
 def descendants(pid: int) -> list[int]:

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from .processes import descendants, proc_stat, running
+from swarm_learn_assets.core.locks import pid_alive, proc_stat
+
+from .processes import descendants
 
 TREE = """
 import os, signal, subprocess, sys, time
@@ -76,4 +78,4 @@ def test_a_signal_stops_the_whole_tree(kind, signals, grace, limit, inherited_ig
         pytest.fail(f"the supervisor still runs after {limit} s; its tree: {_tree_states(supervisor.pid, grandchild)}")
     assert time.monotonic() - started < limit
     assert int(supervisor.stdout.read().strip()) == 128 + signals[0]  # the exit code the supervisor reports
-    assert not running(grandchild), f"grandchild {grandchild} outlived the supervisor"
+    assert not pid_alive(grandchild), f"grandchild {grandchild} outlived the supervisor"

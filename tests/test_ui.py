@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from .processes import descendants, running
+from swarm_learn_assets.core.locks import pid_alive
+
+from .processes import descendants
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +119,6 @@ def test_asset_graph_and_asset_page_show_assets_partitions_and_metadata(tmp_path
             os.killpg(webserver.pid, signal.SIGKILL)
             raise
     assert len(tree) >= 3, tree
-    left = [pid for pid in tree if running(pid)]
+    left = [pid for pid in tree if pid_alive(pid)]
     assert left == [], f"still running after swarm-learn ui stopped: {left}"
 

@@ -240,7 +240,8 @@ def build_training_rows(
     sessions = sorted({e.session_id for e in episodes})
     split = {s: split_of(s, config.eval_fraction) for s in sessions}
     records = list(records)
-    targets = {(r["session_id"], r["seq"]): r.get("target") for r in records if r["kind"] == "action"}
+    targets = ({(r["session_id"], r["seq"]): r.get("target") for r in records if r["kind"] == "action"}
+               if config.task_steps else {})
     rows: dict[str, list[dict[str, Any]]] = {TRAIN: [], EVAL: []}
     for episode in episodes:
         if episode.learn_model not in reference or not episode.is_success():

@@ -7,6 +7,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -32,14 +33,34 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 _PROC = Path("/proc")
 
 
-def _proc_state(pid: int) -> tuple[str, int] | None:
-    """(state, process group) from /proc/<pid>/stat, or None once the process is gone."""
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat this project reads."""
+
+    pid: int
+    state: str  # "Z": a zombie, exited and waiting for its reaper
+    ppid: int
+    pgrp: int
+    session: int
+
+    @property
+    def running(self) -> bool:
+        return self.state != "Z"
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """The process's /proc/<pid>/stat, or None once it is gone (or where there is no /proc)."""
     try:
         # the command name in parentheses may hold spaces; the fields after it are fixed
         fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return fields[0], int(fields[2])
+    return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[3]))
+
+
+def all_processes() -> list[ProcStat]:
+    found = (proc_stat(int(p.name)) for p in _PROC.iterdir() if p.name.isdigit())
+    return [s for s in found if s is not None]
 
 
 def pid_alive(pid: int, group: bool = False) -> bool:
@@ -49,10 +70,9 @@ def pid_alive(pid: int, group: bool = False) -> bool:
     container, PID 1 may never reap it), so waiting for it would wait for nothing."""
     if (_PROC / "self" / "stat").is_file():
         if not group:
-            state = _proc_state(pid)
-            return state is not None and state[0] != "Z"
-        members = (_proc_state(int(p.name)) for p in _PROC.iterdir() if p.name.isdigit())
-        return any(m is not None and m[1] == pid and m[0] != "Z" for m in members)
+            stat = proc_stat(pid)
+            return stat is not None and stat.running
+        return any(s.pgrp == pid and s.running for s in all_processes())
     try:  # no /proc: the kernel's own check, zombies included
         (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:

@@ -4,7 +4,7 @@ import statistics
 
 import dagster as dg
 
-from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, TRAIN, DatasetConfig, built_sources, chat_format_problems
+from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, TRAIN, DatasetConfig, chat_format_problems
 from ..training.dataset_store import build_scenario_datasets
 from .episodes import EPISODES
 from .metadata import markdown_table
@@ -56,7 +56,7 @@ def sft_dataset(context: dg.AssetExecutionContext, config: DatasetBuildConfig, s
     train_rows = built.manifest["train_on_rows"]
     by_source = built.manifest["rows_by_source"]
     preview = [(r["source"], r["prompt"].replace("\n", " ")[:90], r["chosen"][:60], r["count"], f"{r['agreement']:.2f}")
-               for source in built_sources(config.train_on) for r in [x for x in sft[TRAIN] if x["source"] == source][:2]]
+               for source in by_source[TRAIN] for r in [x for x in sft[TRAIN] if x["source"] == source][:2]]
     unseen = sum(r["unseen_context"] for r in sft[EVAL])
     return dg.MaterializeResult(
         asset_key=SFT_DATASET,

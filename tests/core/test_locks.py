@@ -6,9 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from swarm_learn_assets.core.locks import pid_alive
-
-from ..processes import proc_stat
+from swarm_learn_assets.core.locks import pid_alive, proc_stat
 
 
 def _zombie(proc: subprocess.Popen) -> None:
