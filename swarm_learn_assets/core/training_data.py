@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,3 +54,10 @@ class TrainingData:
         if self.format == SFT:
             row["messages"] = self.messages()
         return row
+
+
+def preference_chats(row: Mapping[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """A DPO row (TRL's standard preference shape: `prompt`, `chosen`, `rejected` texts, plus our
+    `system`) as two chats that differ only in the assistant's reply, rendered like SFT `messages`."""
+    chosen = TrainingData(prompt=row["prompt"], chosen=row["chosen"], system=row.get("system")).messages()
+    return chosen, [*chosen[:-1], {"role": "assistant", "content": row["rejected"]}]

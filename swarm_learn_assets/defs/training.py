@@ -6,11 +6,14 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from ..core.atomic import write_json, write_text
 from ..core.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
+from ..core.incremental import choose_init
 from ..training.lora import LoraSettings
 from ..training.registry import AdapterRegistry
 from ..training.train_job import ERROR_FILE
@@ -26,10 +29,22 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
 
 
 class LoraConfig(dg.Config):
-    """LoRA hyperparameters (the reference LoraTrainerConfig; defaults from `LoraSettings`),
-    evaluation limits, and the gate: the adapter is applied only when its exact match on the trained
-    sources reaches `min_exact_match` and a one-sided sign test puts it above the base model and the
-    applied adapter at `gate_alpha`."""
+    """LoRA hyperparameters (the reference LoraTrainerConfig; defaults from `LoraSettings`), the
+    training objective and starting point, evaluation limits, and the gate: the adapter is applied
+    only when its exact match on the trained sources reaches `min_exact_match` and a one-sided sign
+    test puts it above the base model and the applied adapter at `gate_alpha`."""
+
+    format: Literal["sft", "dpo"] = Field(
+        default="sft", description="sft: the train_on sources' SFT rows; dpo: the DPO pairs (chosen vs "
+                                   "rejected episode of a comparison group), DPO loss against the starting model")
+    init_from: Literal["base", "applied"] = Field(
+        default="applied", description="applied: continue from the applied adapter's weights on the sessions it "
+                                       "has not seen plus a replay sample (falls back to base, with the reason, "
+                                       "when the base model, its revision or the LoRA shape changed)")
+    replay_fraction: float = Field(
+        default=0.5, description="when continuing: the share of the training rows replayed from sessions the "
+                                 "parent already saw (0 <= x < 1)")
+    dpo_beta: float = LoraSettings.dpo_beta
 
     rank: int = LoraSettings.rank
     alpha: float = LoraSettings.alpha
@@ -54,6 +69,17 @@ class LoraConfig(dg.Config):
 
     def gate(self) -> GateSettings:
         return GateSettings(self.min_exact_match, self.gate_alpha)
+
+
+def untrainable_reason(manifest: dict, train_format: str) -> str | None:
+    """Why the dataset cannot train an adapter of this format (too few rows), or None."""
+    if train_format == "dpo":
+        rows, what = manifest["dpo"]["train"]["rows"], "DPO pairs"
+    else:
+        rows, what = manifest["train_on_rows"], f"training rows of {', '.join(manifest['train_on'])}"
+    if rows >= manifest["min_train_rows"]:
+        return None
+    return f"skipped: {rows} {what}, fewer than the configured minimum of {manifest['min_train_rows']}"
 
 
 def loss_curve_markdown(steps: list[dict]) -> str:
@@ -100,6 +126,8 @@ def eval_lines(scores: dict) -> str:
 
 def model_card(scenario: str, version: str, lineage: dict, metrics: dict, scores: dict) -> str:
     base = lineage["base_model"]
+    objective = ("SFT: successful episodes' answers" if lineage["format"] == "sft"
+                 else "DPO: the successful episode of a comparison group preferred over a failed one")
     return f"""---
 base_model: {base['id']}
 library_name: peft
@@ -107,8 +135,8 @@ tags: [lora, swarm-learn, {scenario}]
 ---
 # swarm-learn adapter `{scenario}` {version}
 
-LoRA adapter for the swarm's decision LLM, trained by swarm-learn on the scenario's successful
-episodes (SFT), evaluated on held-out sessions.
+LoRA adapter for the swarm's decision LLM, trained by swarm-learn on the scenario's episodes
+({objective}), evaluated on held-out sessions.
 
 * **Base model:** `{base['id']}` (revision `{base['revision'][:16]}`), loaded from `{base['path']}`
 * **Data:** `{lineage['dataset']['path']}`; train split sha256 `{lineage['dataset']['train_sha256'][:16]}`
@@ -117,7 +145,8 @@ episodes (SFT), evaluated on held-out sessions.
 * **Sessions:** {len(lineage['train_sessions'])} for training, eval sessions: {', '.join(lineage['eval_sessions']) or 'none'}
 * **Training:** {metrics['train_rows']} rows, final loss {metrics['final_loss']:.4f}, {metrics['tokens_per_second']:.0f} tokens/s,
   {metrics['seconds']:.1f} s, autocast {metrics['autocast']}; config `{json.dumps(lineage['config'], sort_keys=True)}`
-* **Trained on:** {', '.join(lineage['train_on'])}
+* **Trained on:** {', '.join(lineage['train_on']) if lineage['format'] == 'sft' else 'DPO pairs'};
+  {lineage['init']['reason']} ({metrics['new_rows']} new rows, {metrics['replay_rows']} replayed)
 * **Eval** ({scores['rows']} rows of held-out sessions, greedy decoding; exact match / valid answers):
 {eval_lines(scores)}
 * **Gate:** {'passed' if scores['gate']['passed'] else 'failed'}: {'; '.join(scores['gate']['reasons'])}
@@ -152,15 +181,19 @@ def lora_adapter(
     scenario = context.partition_key
     dataset = layout.dataset_dir(scenario)
     manifest = json.loads((dataset / "manifest.json").read_text())
-    if not manifest["trainable"]:
-        reason = (f"skipped: {manifest['train_on_rows']} training rows of {', '.join(manifest['train_on'])}, fewer "
-                  f"than the configured minimum of {manifest['min_train_rows']}")
+    reason = untrainable_reason(manifest, config.format)
+    if reason:
         context.log.warning(f"{scenario}: {reason}")
         yield dg.AssetObservation(asset_key=LORA_ADAPTER, partition=scenario, metadata={"skipped": reason})
         return
     model = base_model.resolve()
     registry = AdapterRegistry(layout.adapters_root, scenario)
     applied = registry.current
+    init = choose_init(config.init_from, applied.version if applied else None,
+                       applied.read("lineage.json") if applied else None,
+                       {"id": model.model_id, "revision": model.revision}, config.model_dump(), config.format,
+                       manifest["train_sessions"])
+    context.log.info(f"{scenario}: {init.reason}")
     version = registry.new_version_dir()
     settings = config.settings()
     gate = config.gate()
@@ -170,8 +203,10 @@ def lora_adapter(
             context=context,
             env=OFFLINE_ENV,
             extras={"job": {
-                "dataset": str(dataset / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
-                "output_dir": str(version.path), "train_on": manifest["train_on"],
+                "dataset": str(dataset), "format": config.format, "model_dir": str(model.path),
+                "model_id": model.model_id, "output_dir": str(version.path), "train_on": manifest["train_on"],
+                "init_adapter": str(registry.get(init.parent).path) if init.parent else None,
+                "seen_sessions": list(init.seen_sessions), "replay_fraction": config.replay_fraction,
                 "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
                 "max_train_rows": config.max_train_rows, "max_eval_rows": config.max_eval_rows,
                 "max_new_tokens": config.max_new_tokens,
@@ -190,7 +225,9 @@ def lora_adapter(
         "dataset": {"path": str(dataset), "train_sha256": manifest["sft"]["train"]["sha256"],
                     "eval_sha256": manifest["sft"]["eval"]["sha256"], "train_rows": manifest["sft"]["train"]["rows"],
                     "eval_rows": manifest["sft"]["eval"]["rows"]},
-        "train_on": manifest["train_on"],
+        "train_on": manifest["train_on"], "format": config.format,
+        "parent": init.parent, "init": {**init.to_json(), "new_rows": metrics["new_rows"],
+                                        "replay_rows": metrics["replay_rows"]},
         "train_sessions": manifest["train_sessions"], "eval_sessions": manifest["eval_sessions"],
         "config": config.model_dump(),
         "eval": {k: scores[k] for k in ("rows", "models", "by_source", "unseen_context", "gate")},
@@ -219,7 +256,13 @@ def lora_adapter(
             "eval_rows": scores["rows"],
             "eval": dg.MetadataValue.md(eval_lines(scores)),
             "gate_passed": verdict["passed"],
-            "trained_on": ", ".join(manifest["train_on"]),
+            "trained_on": ", ".join(manifest["train_on"]) if config.format == "sft" else "dpo pairs",
+            "format": config.format,
+            "init_from": init.init_from,
+            "init_reason": init.reason,
+            "parent_version": init.parent or "none",
+            "train_rows_new": metrics["new_rows"],
+            "train_rows_replayed": metrics["replay_rows"],
             "trained_sessions": dg.MetadataValue.json(manifest["train_sessions"]),
             "base_model": model.model_id,
             "adapter_path": dg.MetadataValue.path(str(version.path)),

@@ -1,8 +1,13 @@
-"""LoRA training of the decision LLM on SFT rows, and greedy exact-match evaluation.
+"""LoRA training of the decision LLM on SFT rows or DPO pairs, and greedy exact-match evaluation.
 
 Plain PyTorch + PEFT, written for the hardware at hand: batches of similar length (little padding),
 loss on the assistant tokens only, bf16 autocast where the CPU (or GPU) supports it, all cores used.
 The same code runs on a GPU when one is there.
+
+DPO (Rafailov et al. 2023) uses its own loss rather than TRL's `DPOTrainer`: the reference model's
+log-probabilities are computed once before the first step (the reference is the frozen model the
+training starts from), and the frozen lower layers are computed once per sequence, as for SFT —
+`benchmarks/training.py --objectives` measures the difference.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from ..core.faults import TRAIN_STEP, crash_point
 from ..core.gate import GateSettings, decide_gate
 from ..core.prompts import Score, score_answer
+from ..core.training_data import DPO, SFT, preference_chats
 
 # Attention and MLP projections of Llama-family models. Never embeddings or lm_head: adapters on
 # them cannot be converted to GGUF for llama.cpp.
@@ -54,6 +60,8 @@ class LoraSettings:
     # so their output for each training row is computed once and reused every epoch, and backward
     # stops at the first adapted layer: most of the cost of a step is gone.
     trainable_layers: int = 8
+    # DPO only: the scale of the implicit reward, i.e. how far the policy may move from the reference.
+    dpo_beta: float = 0.1
 
     def __post_init__(self) -> None:
         bad = [m for m in self.target_modules if any(f in m for f in FORBIDDEN_TARGETS)]
@@ -63,6 +71,8 @@ class LoraSettings:
         for name in ("rank", "epochs", "batch_size", "gradient_accumulation", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.dpo_beta <= 0:
+            raise TrainingError(f"dpo_beta: expected > 0, got {self.dpo_beta}")
         if self.trainable_layers < 0:
             raise TrainingError(f"trainable_layers: expected >= 0 (0: all layers), got {self.trainable_layers}")
 
@@ -74,6 +84,8 @@ class TrainingResult:
     tokens: int = 0  # tokens seen (padding excluded), all epochs
     seconds: float = 0.0
     autocast: str = "none"
+    objective: str = SFT
+    init_adapter: str | None = None  # the adapter whose weights training started from (None: a fresh LoRA)
 
     @property
     def tokens_per_second(self) -> float:
@@ -139,6 +151,33 @@ def assistant_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
     keep[:, :-1] = target != IGNORE
     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target[target != IGNORE])
+
+
+def response_logprobs(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
+    """Per sequence, the summed log-probability of its response tokens (labels other than IGNORE):
+    the quantity DPO compares between chosen and rejected replies. Only response positions reach
+    the lm_head, as in `assistant_loss`."""
+    import torch
+    import torch.nn.functional as F
+
+    target = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = target != IGNORE
+    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+    token_logprobs = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target[target != IGNORE],
+                                      reduction="none")
+    owner = keep.nonzero()[:, 0]  # row-major, the same order as the kept logits
+    return torch.zeros(ids.shape[0], device=ids.device).index_add(0, owner, token_logprobs)
+
+
+def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any,
+             beta: float) -> tuple[Any, Any, Any]:
+    """The DPO loss −log σ(β·[(π_c − ref_c) − (π_r − ref_r)]) over a batch of pairs, with the share of
+    pairs whose implicit reward already prefers the chosen reply and the mean reward margin."""
+    import torch.nn.functional as F
+
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -F.logsigmoid(margin).mean(), (margin > 0).float().mean(), margin.mean()
 
 
 def first_adapted_layer(num_layers: int, trainable_layers: int) -> int:
@@ -276,6 +315,73 @@ class FrozenPrefix:
         self._cached.states = None
 
 
+def load_trainable_model(model_dir: Path, model_id: str, settings: LoraSettings,
+                         init_adapter: Path | None = None) -> tuple[Any, int]:
+    """The base model with trainable LoRA weights: a fresh LoRA of `settings`' shape, or the weights
+    of `init_adapter` (incremental training; its shape was checked against `settings` by
+    `core.incremental.choose_init`). Returns the model and its first adapted layer."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, torch_dtype=torch.float32)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [m for m in settings.target_modules if m in present]
+    if not targets:
+        raise TrainingError(f"none of target_modules {list(settings.target_modules)} exist in {model_id}")
+    layers = model.config.num_hidden_layers
+    first = first_adapted_layer(layers, settings.trainable_layers)
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True), first
+    return get_peft_model(model, LoraConfig(
+        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
+        task_type="CAUSAL_LM", layers_to_transform=list(range(first, layers)) if first else None,
+    )), first
+
+
+def encode_rows(tokenizer: Any, rows: Sequence[dict[str, Any]], objective: str,
+                max_len: int) -> tuple[list[tuple[list[int], list[int]]], list[list[int]]]:
+    """Token ids and labels of every sequence to train on, and the units a batch is made of: one
+    sequence per SFT row (`messages`); for a DPO row (`prompt`/`chosen`/`rejected`) its chosen and
+    its rejected chat, side by side (even index chosen, odd rejected)."""
+    if objective == SFT:
+        sequences = [encode_example(tokenizer, r["messages"], max_len) for r in rows]
+        return sequences, [[i] for i in range(len(sequences))]
+    if objective != DPO:
+        raise TrainingError(f"objective {objective!r}: expected {SFT} or {DPO}")
+    sequences = [encode_example(tokenizer, chat, max_len) for r in rows for chat in preference_chats(r)]
+    return sequences, [[2 * i, 2 * i + 1] for i in range(len(rows))]
+
+
+def reference_logprobs(model: Any, sequences: Sequence[tuple[list[int], list[int]]], pad: int, device: str,
+                       amp: Any, prefix: FrozenPrefix | None, batch_size: int = 8) -> Any:
+    """Each sequence's response log-probability under the model as training starts (the frozen DPO
+    reference), computed once instead of by a second model on every step."""
+    import torch
+
+    out = torch.zeros(len(sequences))
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    with torch.no_grad():
+        for at in range(0, len(order), batch_size):
+            chunk = order[at : at + batch_size]
+            ids, mask, labels = _batch_tensors(sequences, chunk, pad, device)
+            if prefix is not None:
+                prefix.feed(chunk)
+            with torch.autocast(device, dtype=amp, enabled=amp is not None):
+                out[chunk] = response_logprobs(model, ids, mask, labels).float().cpu()
+    return out
+
+
+def _batch_tensors(sequences: Sequence[tuple[list[int], list[int]]], batch: Sequence[int], pad: int,
+                   device: str) -> tuple[Any, Any, Any]:
+    import torch
+
+    ids = torch.tensor(_pad([sequences[i][0] for i in batch], pad), device=device)
+    mask = torch.tensor(_pad([[1] * len(sequences[i][0]) for i in batch], 0), device=device)
+    labels = torch.tensor(_pad([sequences[i][1] for i in batch], IGNORE), device=device)
+    return ids, mask, labels
+
+
 def train_lora(
     model_dir: Path,
     model_id: str,
@@ -283,62 +389,72 @@ def train_lora(
     settings: LoraSettings,
     output_dir: Path,
     log: Callable[[str], None] = print,
+    objective: str = SFT,
+    init_adapter: Path | None = None,
 ) -> TrainingResult:
-    """Train a LoRA adapter on SFT rows (`messages`) and save it (PEFT files) to `output_dir`."""
+    """Train a LoRA adapter and save it (PEFT files) to `output_dir`: on SFT rows (`messages`,
+    cross-entropy on the reply) or DPO rows (`prompt`/`chosen`/`rejected`, DPO loss against the
+    model training starts from), from a fresh LoRA or continuing from `init_adapter`'s weights."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, torch_dtype=torch.float32)
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [m for m in settings.target_modules if m in present]
-    if not targets:
-        raise TrainingError(f"none of target_modules {list(settings.target_modules)} exist in {model_id}")
-    first = first_adapted_layer(model.config.num_hidden_layers, settings.trainable_layers)
-    model = get_peft_model(model, LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets,
-        task_type="CAUSAL_LM", layers_to_transform=list(range(first, model.config.num_hidden_layers)) if first else None,
-    ))
+    model, first = load_trainable_model(model_dir, model_id, settings, init_adapter)
     model.to(device)
-    examples = [encode_example(tokenizer, r["messages"], settings.max_seq_length) for r in rows]
-    if not examples:
+    sequences, units = encode_rows(tokenizer, rows, objective, settings.max_seq_length)
+    if not sequences:
         raise TrainingError("no training rows")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    amp = autocast_dtype(device)
     began = time.perf_counter()
     prefix = None
     if first:
         prefix = FrozenPrefix(model, first)
-        prefix.compute(model, examples, pad, device)
+        prefix.compute(model, sequences, pad, device)
         prefix.activate()
         log(f"LoRA on layers {first}-{model.config.num_hidden_layers - 1}; frozen layers 0-{first - 1} computed once "
-            f"for {len(examples)} rows in {time.perf_counter() - began:.1f} s")
+            f"for {len(sequences)} sequences in {time.perf_counter() - began:.1f} s")
+    reference = None
+    if objective == DPO:
+        model.eval()
+        reference = reference_logprobs(model, sequences, pad, device, amp, prefix).to(device)
+        log(f"reference log-probabilities of {len(units)} pairs computed once "
+            f"({time.perf_counter() - began:.1f} s so far)")
     rng = random.Random(settings.seed)
-    per_epoch = math.ceil(len(examples) / settings.batch_size)
+    per_epoch = math.ceil(len(units) / settings.batch_size)
     total_steps = max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, total_steps // 10)) * max(0.0, 1 - s / total_steps)
     )
-    amp = autocast_dtype(device)
-    result = TrainingResult(train_rows=len(examples), autocast=str(amp).replace("torch.", "") if amp else "none")
+    result = TrainingResult(train_rows=len(units), autocast=str(amp).replace("torch.", "") if amp else "none",
+                            objective=objective, init_adapter=str(init_adapter) if init_adapter else None)
+    unit_lengths = [max(len(sequences[i][0]) for i in unit) for unit in units]
     model.train()
-    start, step, micro, window_loss, micro_at_last_step = time.perf_counter(), 0, 0, 0.0, 0
+    start, step, micro, micro_at_last_step = time.perf_counter(), 0, 0, 0
+    window: dict[str, float] = {}
     for epoch in range(settings.epochs):
-        for batch_ids in length_grouped_batches([len(e[0]) for e in examples], settings.batch_size, rng):
-            ids = torch.tensor(_pad([examples[i][0] for i in batch_ids], pad), device=device)
-            labels = torch.tensor(_pad([examples[i][1] for i in batch_ids], IGNORE), device=device)
-            mask = torch.tensor(_pad([[1] * len(examples[i][0]) for i in batch_ids], 0), device=device)
+        for batch_units in length_grouped_batches(unit_lengths, settings.batch_size, rng):
+            batch = [i for u in batch_units for i in units[u]]
+            ids, mask, labels = _batch_tensors(sequences, batch, pad, device)
             if prefix is not None:
-                prefix.feed(batch_ids)
+                prefix.feed(batch)
             with torch.autocast(device, dtype=amp, enabled=amp is not None):
-                loss = assistant_loss(model, ids, mask, labels)
+                if reference is None:
+                    loss, extra = assistant_loss(model, ids, mask, labels), {}
+                else:
+                    logps = response_logprobs(model, ids, mask, labels)
+                    refs = reference[batch]
+                    loss, accuracy, margin = dpo_loss(logps[0::2], logps[1::2], refs[0::2], refs[1::2],
+                                                      settings.dpo_beta)
+                    extra = {"reward_accuracy": accuracy.item(), "reward_margin": margin.item()}
             (loss / settings.gradient_accumulation).backward()
-            window_loss += loss.item()
+            for key, value in {"loss": loss.item(), **extra}.items():
+                window[key] = window.get(key, 0.0) + value
             result.tokens += int(mask.sum())
             micro += 1
             if micro % settings.gradient_accumulation == 0 or micro == per_epoch * settings.epochs:
@@ -348,14 +464,14 @@ def train_lora(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 crash_point(TRAIN_STEP)
-                loss_value = window_loss / (micro - micro_at_last_step)
-                micro_at_last_step, window_loss = micro, 0.0
-                result.steps.append({"step": step, "epoch": epoch + 1, "loss": round(loss_value, 6),
-                                     "lr": scheduler.get_last_lr()[0]})
+                means = {k: round(v / (micro - micro_at_last_step), 6) for k, v in window.items()}
+                micro_at_last_step, window = micro, {}
+                result.steps.append({"step": step, "epoch": epoch + 1, **means, "lr": scheduler.get_last_lr()[0]})
                 if step == 1 or step % max(1, total_steps // 20) == 0 or step == total_steps:
                     done = int(20 * step / total_steps)
+                    rewards = (f" reward accuracy {means['reward_accuracy']:.2f}" if "reward_accuracy" in means else "")
                     log(f"[{'#' * done}{'.' * (20 - done)}] step {step}/{total_steps} epoch {epoch + 1} "
-                        f"loss {loss_value:.4f} {result.tokens / (time.perf_counter() - start):.0f} tok/s")
+                        f"loss {means['loss']:.4f}{rewards} {result.tokens / (time.perf_counter() - start):.0f} tok/s")
     result.seconds = time.perf_counter() - began
     if prefix is not None:
         prefix.restore()

@@ -19,26 +19,43 @@ from typing import Any
 from ..core.atomic import write_json
 from ..core.datasets import rows_of_sources, sample_rows
 from ..core.gate import GateSettings
+from ..core.incremental import select_training_rows
+from ..core.training_data import DPO, SFT
 from .lora import LoraSettings, evaluate_models, train_lora
 
 
 def run_job(job: dict[str, Any], log: Any) -> dict[str, Any]:
-    """Train on the `train_on` rows of the dataset's train split; score base, adapter and applied
-    adapter on a capped sample of the same sources' eval rows; write the metrics and `eval.json`."""
+    """Train on the training rows (the `train_on` sources of the SFT split, or the DPO pairs), new
+    sessions plus replay when continuing from a parent adapter; score base, adapter and applied
+    adapter on a capped sample of the trained sources' SFT eval rows; write the metrics and `eval.json`."""
     from datasets import load_from_disk
 
-    dataset = load_from_disk(job["dataset"])
-    train_rows = rows_of_sources(dataset["train"].to_list(), job["train_on"])
-    if job.get("max_train_rows"):
-        train_rows = sample_rows(train_rows, job["max_train_rows"], spread=True)
-    eval_rows = sample_rows(rows_of_sources(dataset["eval"].to_list(), job["train_on"]), job["max_eval_rows"])
+    dataset = Path(job["dataset"])
+    train_format = job.get("format", SFT)
+    sft = load_from_disk(str(dataset / SFT))
+    if train_format == DPO:
+        candidates = load_from_disk(str(dataset / DPO))["train"].to_list()
+        evaluated = sorted({r["source"] for r in candidates}) or list(job["train_on"])
+    else:
+        candidates = rows_of_sources(sft["train"].to_list(), job["train_on"])
+        evaluated = list(job["train_on"])
+    init_adapter = Path(job["init_adapter"]) if job.get("init_adapter") else None
+    picked = select_training_rows(candidates, job.get("seen_sessions") or [],
+                                  job.get("replay_fraction", 0.0) if init_adapter else 0.0, job.get("max_train_rows") or 0)
+    if init_adapter is not None and not picked.new_rows:
+        log(f"the new sessions hold no {train_format} rows: continuing from {init_adapter.name} on all rows")
+        picked = select_training_rows(candidates, [], 0.0, job.get("max_train_rows") or 0)
+    eval_rows = sample_rows(rows_of_sources(sft["eval"].to_list(), evaluated), job["max_eval_rows"])
     out = Path(job["output_dir"])
     settings = LoraSettings(**{**job["settings"], "target_modules": tuple(job["settings"]["target_modules"])})
-    log(f"training on {len(train_rows)} rows ({', '.join(job['train_on'])}) from {job['dataset']} "
-        f"with base {job['model_id']}")
-    result = train_lora(Path(job["model_dir"]), job["model_id"], train_rows, settings, out, log=log)
+    log(f"training ({train_format}) on {len(picked.rows)} rows ({picked.new_rows} new, {picked.replay_rows} replayed"
+        f"; {', '.join(evaluated)}) from {dataset} with base {job['model_id']}"
+        + (f", starting from {init_adapter}" if init_adapter else ", starting from a fresh LoRA"))
+    result = train_lora(Path(job["model_dir"]), job["model_id"], picked.rows, settings, out, log=log,
+                        objective=train_format, init_adapter=init_adapter)
     gc.collect()  # the trained model holds reference cycles (PEFT hooks): free it before evaluation loads one
-    write_json(result.to_json(), out / "training_metrics.json")
+    write_json({**result.to_json(), "new_rows": picked.new_rows, "replay_rows": picked.replay_rows},
+               out / "training_metrics.json")
     applied = Path(job["applied_dir"]) if job.get("applied_dir") else None
     log(f"trained in {result.seconds:.1f} s at {result.tokens_per_second:.0f} tokens/s; evaluating base, adapter"
         f"{' and applied ' + applied.name if applied else ''} on {len(eval_rows)} rows")

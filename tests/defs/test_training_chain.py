@@ -188,3 +188,101 @@ def test_a_crash_in_training_fails_the_step_with_the_cause(trained_setup, tmp_pa
     assert text.startswith(f"training the {scenario} adapter (v0001) failed: ")
     assert "safetensors" in text.lower() or "header" in text.lower()
     assert AdapterRegistry(root / "adapters", scenario).current is None
+
+
+def _land_more_sessions(root: Path, scenario: str, tmp_path: Path, total: int) -> list[str]:
+    """Sessions 12..total-1 of the same simulation (deterministic per session) land next to the first 12."""
+    import shutil
+
+    more = tmp_path / "more"
+    simulate(more, scenarios=1, sessions=total, seed=3, tasks_per_worker=2)
+    landed = sorted((more / "landing" / scenario).iterdir())[12:]
+    for file in landed:
+        shutil.copy(file, root / "landing" / scenario / file.name)
+    materialize(root, log_level="WARNING")
+    return [f.stem for f in landed]
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str = "lora_adapter") -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset)
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_a_second_version_continues_from_the_applied_one_on_the_new_sessions(trained_setup, tmp_path: Path):
+    root, scenario, model_dir = trained_setup
+    assert _train(root, scenario, model_dir).success
+    first = json.loads((root / "adapters" / scenario / "v0001" / "lineage.json").read_text())
+    assert first["parent"] is None and first["init"]["init_from"] == "base"
+    assert "no adapter is applied yet" in first["init"]["reason"]
+    assert AdapterRegistry(root / "adapters", scenario).current.version == "v0001"
+
+    _land_more_sessions(root, scenario, tmp_path, total=18)
+    second = _train(root, scenario, model_dir)  # whether v0002 passes its gate does not matter here
+    manifest = json.loads((root / "datasets" / scenario / "manifest.json").read_text())
+    new_sessions = set(manifest["train_sessions"]) - set(first["train_sessions"])
+    assert new_sessions, "some of the 6 new sessions must fall in the train split"
+    train = load_from_disk(str(root / "datasets" / scenario / "sft"))["train"]
+    new_rows = sum(r["source"] == "task_decision" and r["session_id"] in new_sessions for r in train)
+    old_rows = sum(r["source"] == "task_decision" and r["session_id"] not in new_sessions for r in train)
+    lineage = json.loads((root / "adapters" / scenario / "v0002" / "lineage.json").read_text())
+    assert lineage["parent"] == "v0001" and lineage["init"]["init_from"] == "applied"
+    assert f"continuing from the applied v0001 on {len(new_sessions)} new sessions" in lineage["init"]["reason"]
+    # default replay_fraction 0.5: as many replayed older rows as new rows
+    assert (lineage["init"]["new_rows"], lineage["init"]["replay_rows"]) == (new_rows, min(new_rows, old_rows))
+    metadata = _metadata(second)
+    assert (metadata["init_from"], metadata["parent_version"]) == ("applied", "v0001")
+    assert (metadata["train_rows_new"], metadata["train_rows_replayed"]) == (new_rows, min(new_rows, old_rows))
+    metrics = json.loads((root / "adapters" / scenario / "v0002" / "training_metrics.json").read_text())
+    assert metrics["train_rows"] == new_rows + min(new_rows, old_rows)
+    assert metrics["init_adapter"] == str(root / "adapters" / scenario / "v0001")
+
+
+def test_a_base_model_change_forces_training_from_the_base_with_the_reason(trained_setup, tmp_path: Path):
+    from safetensors.torch import load_file, save_file
+
+    root, scenario, model_dir = trained_setup
+    assert _train(root, scenario, model_dir).success
+    _land_more_sessions(root, scenario, tmp_path, total=16)
+    weights = load_file(model_dir / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] * 1.01  # the same model folder, new weights: a new revision
+    save_file(weights, model_dir / "model.safetensors", metadata={"format": "pt"})
+    result = _train(root, scenario, model_dir)
+    metadata = _metadata(result)
+    assert (metadata["init_from"], metadata["parent_version"]) == ("base", "none")
+    assert "the base model changed since v0001" in metadata["init_reason"]
+    lineage = json.loads((root / "adapters" / scenario / "v0002" / "lineage.json").read_text())
+    assert lineage["parent"] is None and lineage["init"]["reason"] == metadata["init_reason"]
+    assert json.loads((root / "adapters" / scenario / "v0002" / "training_metrics.json").read_text())["init_adapter"] is None
+
+
+def test_dpo_after_sft_continues_from_the_sft_adapter_on_the_dpo_pairs(trained_setup):
+    root, scenario, model_dir = trained_setup
+    assert _train(root, scenario, model_dir).success
+    manifest = json.loads((root / "datasets" / scenario / "manifest.json").read_text())
+    pairs = load_from_disk(str(root / "datasets" / scenario / "dpo"))["train"]
+    assert len(pairs) == manifest["dpo"]["train"]["rows"] >= 5
+    # TRL's standard preference shape: prompt, chosen and rejected as texts (plus our system prompt)
+    assert all(isinstance(r[k], str) and r[k] for r in pairs for k in ("prompt", "chosen", "rejected"))
+    dpo = _train(root, scenario, model_dir, _with(format="dpo", epochs=4, learning_rate=1e-3))
+    version = root / "adapters" / scenario / "v0002"
+    lineage = json.loads((version / "lineage.json").read_text())
+    assert lineage["format"] == "dpo" and lineage["parent"] == "v0001"
+    assert f"all {len(manifest['train_sessions'])} sessions" in lineage["init"]["reason"]
+    metrics = json.loads((version / "training_metrics.json").read_text())
+    assert metrics["objective"] == "dpo" and metrics["train_rows"] == len(pairs) and metrics["replay_rows"] == 0
+    assert all("reward_accuracy" in step for step in metrics["steps"])
+    scores = json.loads((version / "eval.json").read_text())
+    assert set(scores["by_source"]) == {"task_decision"} and scores["applied_version"] == "v0001"
+    assert _metadata(dpo)["format"] == "dpo"
+    assert "DPO" in (version / "README.md").read_text()
+
+
+def test_dpo_with_too_few_pairs_is_skipped_with_a_reason(trained_setup):
+    root, scenario, model_dir = trained_setup
+    config = _with(format="dpo")
+    config["ops"]["sft_dataset"]["config"]["min_train_rows"] = 10_000
+    result = _train(root, scenario, model_dir, config)
+    assert result.success
+    observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
+    assert "DPO pairs, fewer than the configured minimum of 10000" in str(observation.event_specific_data)

@@ -14,11 +14,13 @@ from swarm_learn_assets.training.lora import (
     LoraSettings,
     TrainingError,
     encode_example,
+    encode_rows,
     first_adapted_layer,
     length_grouped_batches,
     score_rows,
     shared_prefix_groups,
     summarise_scores,
+    train_lora,
 )
 from swarm_learn_assets.training.tiny_model import build_tiny_model
 
@@ -187,3 +189,116 @@ def test_frozen_prefix_states_equal_the_lower_layers_of_a_full_forward(tiny: Pat
             full = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0]
         assert states.shape == full.shape
         torch.testing.assert_close(states, full, rtol=1e-4, atol=1e-5)
+
+
+PAIRS = [
+    {"system": "You are an agent.", "prompt": MESSAGES[1]["content"],
+     "chosen": "Based on the context, the optimal action sequence is: CheckStatus -> Restart",
+     "rejected": "Based on the context, the optimal action sequence is: ReadLogs -> Restart"},
+    {"system": "You are an agent.", "prompt": "Current context: disk full on db-2\nAvailable actions: CheckStatus, ReadLogs, Restart",
+     "chosen": "Based on the context, the optimal action sequence is: ReadLogs -> Restart",
+     "rejected": "Based on the context, the optimal action sequence is: Restart"},
+]
+
+
+def _lora_tensors(model) -> dict:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def test_response_logprobs_sum_the_reply_tokens_of_each_sequence(tiny: Path):
+    """Checked against log-softmax over a full forward, summed by hand over the reply positions."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from swarm_learn_assets.training.lora import _batch_tensors, load_trainable_model, response_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model, _ = load_trainable_model(tiny, "tiny", LoraSettings(trainable_layers=0))
+    sequences, units = encode_rows(tokenizer, PAIRS, "dpo", 512)
+    assert units == [[0, 1], [2, 3]]
+    ids, mask, labels = _batch_tensors(sequences, [0, 1, 2, 3], pad=0, device="cpu")
+    with torch.no_grad():
+        got = response_logprobs(model, ids, mask, labels)
+        logits = model(input_ids=ids, attention_mask=mask).logits.log_softmax(-1)
+    for row, (seq_ids, seq_labels) in enumerate(sequences):
+        expected = sum(logits[row, t - 1, seq_ids[t]].item() for t in range(1, len(seq_ids)) if seq_labels[t] != IGNORE)
+        assert got[row].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_dpo_step_lowers_the_dpo_loss(tiny: Path):
+    """A fresh LoRA is the reference itself (lora_B is zero), so the first loss is exactly ln 2;
+    one optimizer step on it raises the chosen replies over the rejected ones."""
+    import math
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from swarm_learn_assets.training.lora import _batch_tensors, dpo_loss, load_trainable_model, response_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model, _ = load_trainable_model(tiny, "tiny", LoraSettings(trainable_layers=0, seed=0))
+    sequences, _ = encode_rows(tokenizer, PAIRS, "dpo", 512)
+    ids, mask, labels = _batch_tensors(sequences, [0, 1, 2, 3], pad=0, device="cpu")
+    with torch.no_grad():
+        reference = response_logprobs(model, ids, mask, labels)
+
+    def loss() -> torch.Tensor:
+        logps = response_logprobs(model, ids, mask, labels)
+        return dpo_loss(logps[0::2], logps[1::2], reference[0::2], reference[1::2], beta=0.1)[0]
+
+    before = loss()
+    assert before.item() == pytest.approx(math.log(2), abs=1e-6)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        logps = response_logprobs(model, ids, mask, labels)
+        after, accuracy, margin = dpo_loss(logps[0::2], logps[1::2], reference[0::2], reference[1::2], beta=0.1)
+    assert after.item() < before.item() and margin.item() > 0 and accuracy.item() == 1.0
+
+
+def test_dpo_training_records_rewards_and_saves_an_adapter(tiny: Path, tmp_path: Path):
+    settings = LoraSettings(rank=4, alpha=8, epochs=4, batch_size=2, learning_rate=1e-2, trainable_layers=1,
+                            max_seq_length=256)
+    result = train_lora(tiny, "tiny", PAIRS, settings, tmp_path / "dpo", log=lambda _: None, objective="dpo")
+    assert result.objective == "dpo" and result.train_rows == 2 and len(result.steps) == 4
+    assert result.steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # ln 2: no step taken yet
+    assert result.steps[-1]["loss"] < result.steps[0]["loss"] and result.steps[-1]["reward_accuracy"] == 1.0
+    assert (tmp_path / "dpo" / "adapter_model.safetensors").is_file()
+    with pytest.raises(TrainingError, match="objective 'ppo'"):
+        train_lora(tiny, "tiny", PAIRS, settings, tmp_path / "x", log=lambda _: None, objective="ppo")
+
+
+def test_continuing_from_a_parent_starts_from_its_tensors(tiny: Path, tmp_path: Path):
+    """Before the first step the trainable LoRA weights are the parent's (not a fresh init, whose
+    lora_B is zero); with a zero learning rate the saved child is the parent again."""
+    import torch
+    from safetensors.torch import load_file
+
+    from swarm_learn_assets.training.lora import load_trainable_model
+
+    settings = LoraSettings(rank=4, alpha=8, epochs=2, batch_size=1, learning_rate=1e-2, trainable_layers=1,
+                            max_seq_length=256)
+    rows = [{"messages": MESSAGES}]
+    train_lora(tiny, "tiny", rows, settings, tmp_path / "parent", log=lambda _: None)
+    parent = load_file(tmp_path / "parent" / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in parent.items())
+
+    continued, _ = load_trainable_model(tiny, "tiny", settings, init_adapter=tmp_path / "parent")
+    tensors = _lora_tensors(continued)
+    assert tensors.keys() == parent.keys()
+    for key, value in parent.items():
+        torch.testing.assert_close(tensors[key], value, rtol=0, atol=0)
+    assert all(p.requires_grad for n, p in continued.named_parameters() if "lora_" in n)
+    fresh = _lora_tensors(load_trainable_model(tiny, "tiny", settings)[0])
+    assert all(v.abs().sum() == 0 for k, v in fresh.items() if k.endswith("lora_B.weight"))
+
+    frozen = LoraSettings(**{**settings.__dict__, "learning_rate": 0.0})
+    result = train_lora(tiny, "tiny", rows, frozen, tmp_path / "child", log=lambda _: None,
+                        init_adapter=tmp_path / "parent")
+    assert result.init_adapter == str(tmp_path / "parent")
+    child = load_file(tmp_path / "child" / "adapter_model.safetensors")
+    for key, value in parent.items():
+        torch.testing.assert_close(child[key], value, rtol=0, atol=0)
