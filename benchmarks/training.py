@@ -15,6 +15,14 @@ the plain loop; peak RSS ≤ 2 GB; training + evaluation ≤ 3 minutes per scena
 
     python benchmarks/training.py --json-out /tmp/training.json
     python benchmarks/training.py --scenarios 1 --plain-scenarios 0      # one scenario, no plain loop
+
+`--objectives` runs the other comparison, per scenario on the same held-out `task_decision` rows:
+SFT, DPO from the base, SFT then DPO (continuing from the SFT adapter), TRL's `DPOTrainer` on the
+same pairs and LoRA (when `trl` is installed; it is not a dependency), and incremental training — a
+first round on the earlier sessions, then a second round that continues from it on the new
+sessions plus replay, against the same second round trained from scratch on all rows:
+
+    python benchmarks/training.py --objectives --json-out /tmp/objectives.json
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ from swarm_learn_assets.training.lora import encode_example, first_adapted_layer
 job = json.loads(Path(sys.argv[1]).read_text())
 s = job["settings"]
 tok = AutoTokenizer.from_pretrained(job["model_dir"])
-rows = rows_of_sources(load_from_disk(job["dataset"])["train"].to_list(), job["train_on"])
+rows = rows_of_sources(load_from_disk(job["dataset"] + "/sft")["train"].to_list(), job["train_on"])
 if job["max_train_rows"]:
     rows = sample_rows(rows, job["max_train_rows"])
 enc = [encode_example(tok, r["messages"], s["max_seq_length"]) for r in rows]
@@ -82,6 +90,53 @@ tokens = sum(len(i) for i, _ in enc) * s["epochs"]
 Path(sys.argv[2]).write_text(json.dumps({
     "seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds, "final_loss": out.training_loss,
     "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+# argv: job json, result json. TRL's DPOTrainer on the job's DPO pairs with the same LoRA and
+# hyperparameters, then the same evaluation as ours.
+TRL_DPO = """
+import json, resource, sys, time
+from pathlib import Path
+import torch
+from datasets import Dataset, load_from_disk
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+from swarm_learn_assets.core.datasets import rows_of_sources, sample_rows
+from swarm_learn_assets.core.gate import GateSettings
+from swarm_learn_assets.training.lora import evaluate_models, first_adapted_layer
+job = json.loads(Path(sys.argv[1]).read_text())
+s = job["settings"]
+tok = AutoTokenizer.from_pretrained(job["model_dir"])
+pairs = load_from_disk(job["dataset"] + "/dpo")["train"].to_list()
+data = Dataset.from_list([{"prompt": [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]}],
+                           "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                           "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in pairs])
+model = AutoModelForCausalLM.from_pretrained(job["model_dir"], dtype=torch.float32)
+layers = model.config.num_hidden_layers
+first = first_adapted_layer(layers, s["trainable_layers"])
+peft = LoraConfig(r=s["rank"], lora_alpha=s["alpha"], lora_dropout=s["dropout"], target_modules=list(s["target_modules"]),
+                  task_type="CAUSAL_LM", layers_to_transform=list(range(first, layers)) if first else None)
+args = DPOConfig(output_dir=job["output_dir"], per_device_train_batch_size=s["batch_size"], beta=s["dpo_beta"],
+                 gradient_accumulation_steps=s["gradient_accumulation"], learning_rate=s["learning_rate"],
+                 num_train_epochs=s["epochs"], logging_steps=10, save_strategy="no", report_to=[], seed=s["seed"],
+                 use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
+                 rpo_alpha=s["dpo_sft_weight"] or None, max_length=s["max_seq_length"])
+trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+start = time.perf_counter()
+trainer.train()
+seconds = time.perf_counter() - start
+out = Path(job["output_dir"])
+trainer.model.save_pretrained(out)
+tok.save_pretrained(out)
+sft = load_from_disk(job["dataset"] + "/sft")
+rows = sample_rows(rows_of_sources(sft["eval"].to_list(), ["task_decision"]), job["max_eval_rows"])
+scores = evaluate_models(Path(job["model_dir"]), out, rows, None, GateSettings(**job["gate"]), job["max_new_tokens"],
+                         log=lambda m: None)
+Path(sys.argv[2]).write_text(json.dumps({
+    "seconds": seconds, "metrics": {"seconds": seconds, "train_rows": len(pairs), "new_rows": len(pairs), "replay_rows": 0},
+    "eval": scores, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
 
@@ -113,8 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train-rows", type=int, default=defaults.max_train_rows)
     p.add_argument("--plain-scenarios", type=int, default=None,
                    help="run the plain Trainer loop for only the first N scenarios (default: all)")
+    p.add_argument("--objectives", action="store_true",
+                   help="compare SFT, DPO, SFT then DPO, TRL DPO and incremental training instead")
+    p.add_argument("--dpo-learning-rate", type=float, default=None,
+                   help="--objectives: learning rate of the DPO runs (default: the config's dpo_learning_rate)")
+    p.add_argument("--dpo-sft-weight", type=float, default=defaults.dpo_sft_weight)
+    p.add_argument("--round1-sessions", type=int, default=None,
+                   help="--objectives: sessions of the first incremental round (default: 3/4 of --sessions)")
+    p.add_argument("--trl-scenarios", type=int, default=1,
+                   help="--objectives: run TRL's DPOTrainer for the first N scenarios (needs trl installed)")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args(argv)
+    if args.objectives:
+        return objectives(args, defaults)
 
     from swarm_learn_assets.core.datasets import DEFAULT_TRAIN_ON
     from swarm_learn_assets.core.layout import DataLayout
@@ -141,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"base_model": model.model_id, "settings": settings_json, "scenarios": {}}
     for index, scenario in enumerate(sorted({f.scenario for f in files})):
         built = build_scenario_datasets(layout, scenario)
-        job = {"dataset": str(built.path / "sft"), "model_dir": str(model.path), "model_id": model.model_id,
+        job = {"dataset": str(built.path), "model_dir": str(model.path), "model_id": model.model_id,
                "train_on": list(DEFAULT_TRAIN_ON), "settings": settings_json, "max_eval_rows": args.max_eval_rows,
                "max_train_rows": args.max_train_rows,
                "max_new_tokens": config.max_new_tokens, "gate": config.gate().__dict__, "applied_dir": None,
@@ -161,6 +227,86 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if all(t["met"] for t in targets.values()) else 1
+
+
+def objectives(args: argparse.Namespace, defaults: Any) -> int:
+    """SFT vs DPO vs SFT→DPO (vs TRL DPO), and incremental vs from-scratch second rounds, per scenario."""
+    import importlib.util
+
+    from swarm_learn_assets.core.layout import DataLayout
+    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.simulate import simulate
+    from swarm_learn_assets.training.base_model import resolve_base_model
+    from swarm_learn_assets.training.dataset_store import build_scenario_datasets
+
+    work = Path(tempfile.mkdtemp(prefix="swarm-learn-objectives-"))
+    first_round = args.round1_sessions or args.sessions * 3 // 4
+    layouts = {}
+    for name, sessions in (("round1", first_round), ("all", args.sessions)):
+        # The simulator is deterministic per session: round 1's sessions are the first ones of "all".
+        simulate(work / name, scenarios=args.scenarios, sessions=sessions, seed=args.seed)
+        layouts[name] = DataLayout(work / name)
+        files, _ = layouts[name].scan_landing()
+        process_sessions(layouts[name], [f.key for f in files])
+    model = resolve_base_model()
+    config = defaults.model_copy(update={"epochs": args.epochs, "batch_size": args.batch_size,
+                                         "learning_rate": args.learning_rate, "trainable_layers": args.trainable_layers,
+                                         "dpo_sft_weight": args.dpo_sft_weight})
+    settings = config.settings()
+    sft_settings = {**settings.__dict__, "target_modules": list(settings.target_modules)}
+    dpo_settings = {**sft_settings, "learning_rate": args.dpo_learning_rate or config.dpo_learning_rate}
+    has_trl = importlib.util.find_spec("trl") is not None
+    report: dict[str, Any] = {"base_model": model.model_id, "settings": sft_settings, "dpo_settings": dpo_settings,
+                              "sessions": {"round1": first_round, "all": args.sessions}, "scenarios": {}}
+    scenarios = sorted(p.name for p in (work / "all" / "landing").iterdir())
+    for index, scenario in enumerate(scenarios):
+        built = {name: build_scenario_datasets(layout, scenario, train_on=("task_decision",))
+                 for name, layout in layouts.items()}
+
+        def job(name: str, out: str, **extra: Any) -> dict[str, Any]:
+            return {"dataset": str(built[name].path), "format": "sft", "model_dir": str(model.path),
+                    "model_id": model.model_id, "train_on": ["task_decision"], "settings": sft_settings,
+                    "max_train_rows": 0, "max_eval_rows": args.max_eval_rows, "max_new_tokens": config.max_new_tokens,
+                    "gate": config.gate().__dict__, "applied_dir": None,
+                    "eval_sessions": built[name].manifest["eval_sessions"], "output_dir": str(work / scenario / out),
+                    **extra}
+
+        runs: dict[str, dict[str, Any]] = {}
+        print(f"{scenario}: SFT rows {built['all'].manifest['rows_by_source']['train']['task_decision']}, "
+              f"DPO pairs {built['all'].manifest['dpo']['train']['rows']}", file=sys.stderr)
+        runs["SFT (scratch, all rows)"] = run_child(OURS, job("all", "sft"), work, f"{scenario}-sft")
+        runs["DPO (from base)"] = run_child(OURS, job("all", "dpo", format="dpo", settings=dpo_settings), work,
+                                            f"{scenario}-dpo")
+        runs["SFT then DPO"] = run_child(OURS, job("all", "sft-dpo", format="dpo", settings=dpo_settings,
+                                                   init_adapter=str(work / scenario / "sft")), work, f"{scenario}-sftdpo")
+        if has_trl and index < args.trl_scenarios:
+            runs["TRL DPOTrainer (from base)"] = run_child(TRL_DPO, job("all", "trl-dpo", settings=dpo_settings), work,
+                                                           f"{scenario}-trl")
+        runs["round 1 SFT (earlier sessions)"] = run_child(OURS, job("round1", "round1"), work, f"{scenario}-round1")
+        runs["round 2 incremental"] = run_child(OURS, job(
+            "all", "incremental", init_adapter=str(work / scenario / "round1"), replay_fraction=0.5,
+            seen_sessions=built["round1"].manifest["train_sessions"]), work, f"{scenario}-incremental")
+        report["scenarios"][scenario] = runs
+        print_objectives(scenario, runs)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def print_objectives(scenario: str, runs: dict[str, dict[str, Any]]) -> None:
+    """One line per run: task_decision exact match on the held-out rows (all, unseen contexts), valid
+    answers, rows trained (new + replayed), training seconds, process wall seconds, peak RSS."""
+    print(f"\n{scenario}\n| run | rows (new + replay) | exact match | unseen contexts | valid | train s | wall s | peak RSS MiB |"
+          "\n|---|---|---|---|---|---|---|---|")
+    for name, run in runs.items():
+        ev, metrics = run["eval"], run["metrics"]
+        part = ev["by_source"].get("task_decision") or {"rows": 0}
+        unseen = ev["unseen_context"]
+        cell = lambda p, k="exact_match": f"{p['adapter'][k]:.3f}" if p["rows"] else "-"  # noqa: E731
+        print(f"| {name} | {metrics['train_rows']} ({metrics.get('new_rows', metrics['train_rows'])} + "
+              f"{metrics.get('replay_rows', 0)}) | {cell(part)} ({part['rows']} rows) | {cell(unseen)} ({unseen['rows']}) "
+              f"| {cell(part, 'valid')} | {metrics['seconds']:.0f} | {run['wall_seconds']:.0f} | {run['peak_rss'] / 2**20:.0f} |",
+              flush=True)
 
 
 def print_scenario(scenario: str, rows: dict, ours: dict, plain: dict | None) -> None:

@@ -44,7 +44,11 @@ class LoraConfig(dg.Config):
     replay_fraction: float = Field(
         default=0.5, description="when continuing: the share of the training rows replayed from sessions the "
                                  "parent already saw (0 <= x < 1)")
+    dpo_learning_rate: float = Field(
+        default=5e-4, description="the learning rate when format is dpo (learning_rate is SFT's): DPO on top of "
+                                  "an SFT adapter unlearns its answers at SFT's rate")
     dpo_beta: float = LoraSettings.dpo_beta
+    dpo_sft_weight: float = LoraSettings.dpo_sft_weight
 
     rank: int = LoraSettings.rank
     alpha: float = LoraSettings.alpha
@@ -65,7 +69,8 @@ class LoraConfig(dg.Config):
 
     def settings(self) -> LoraSettings:
         fields = self.model_dump(include=set(LoraSettings.__dataclass_fields__))
-        return LoraSettings(**{**fields, "target_modules": tuple(self.target_modules)})
+        rate = self.dpo_learning_rate if self.format == "dpo" else self.learning_rate
+        return LoraSettings(**{**fields, "target_modules": tuple(self.target_modules), "learning_rate": rate})
 
     def gate(self) -> GateSettings:
         return GateSettings(self.min_exact_match, self.gate_alpha)
@@ -222,9 +227,10 @@ def lora_adapter(
     lineage = {
         "scenario": scenario, "version": version.version,
         "base_model": {"id": model.model_id, "revision": model.revision, "path": str(model.path)},
-        "dataset": {"path": str(dataset), "train_sha256": manifest["sft"]["train"]["sha256"],
-                    "eval_sha256": manifest["sft"]["eval"]["sha256"], "train_rows": manifest["sft"]["train"]["rows"],
-                    "eval_rows": manifest["sft"]["eval"]["rows"]},
+        # the split trained on (sft/ or dpo/); evaluation always reads the SFT eval split
+        "dataset": {"path": str(dataset / config.format), "train_sha256": manifest[config.format]["train"]["sha256"],
+                    "train_rows": manifest[config.format]["train"]["rows"],
+                    "eval_sha256": manifest["sft"]["eval"]["sha256"], "eval_rows": manifest["sft"]["eval"]["rows"]},
         "train_on": manifest["train_on"], "format": config.format,
         "parent": init.parent, "init": {**init.to_json(), "new_rows": metrics["new_rows"],
                                         "replay_rows": metrics["replay_rows"]},

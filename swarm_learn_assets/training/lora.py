@@ -62,6 +62,11 @@ class LoraSettings:
     trainable_layers: int = 8
     # DPO only: the scale of the implicit reward, i.e. how far the policy may move from the reference.
     dpo_beta: float = 0.1
+    # DPO only: weight of the chosen reply's per-token cross-entropy added to the DPO loss (RPO,
+    # TRL's `rpo_alpha`; 0: plain DPO). Measured by `benchmarks/training.py --objectives`: plain DPO
+    # lowers the chosen reply along with the rejected one and unlearns the answer format (SFT's exact
+    # match 1.0 fell to 0.58 at 5e-5, to 0 at 5e-4); with weight 1 it stays at 1.0.
+    dpo_sft_weight: float = 1.0
 
     def __post_init__(self) -> None:
         bad = [m for m in self.target_modules if any(f in m for f in FORBIDDEN_TARGETS)]
@@ -73,6 +78,8 @@ class LoraSettings:
                 raise TrainingError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.dpo_beta <= 0:
             raise TrainingError(f"dpo_beta: expected > 0, got {self.dpo_beta}")
+        if self.dpo_sft_weight < 0:
+            raise TrainingError(f"dpo_sft_weight: expected >= 0, got {self.dpo_sft_weight}")
         if self.trainable_layers < 0:
             raise TrainingError(f"trainable_layers: expected >= 0 (0: all layers), got {self.trainable_layers}")
 
@@ -452,6 +459,9 @@ def train_lora(
                     loss, accuracy, margin = dpo_loss(logps[0::2], logps[1::2], refs[0::2], refs[1::2],
                                                       settings.dpo_beta)
                     extra = {"reward_accuracy": accuracy.item(), "reward_margin": margin.item()}
+                    if settings.dpo_sft_weight:
+                        reply_tokens = (labels[0::2, 1:] != IGNORE).sum(dim=1)
+                        loss = loss - settings.dpo_sft_weight * (logps[0::2] / reply_tokens).mean()
             (loss / settings.gradient_accumulation).backward()
             for key, value in {"loss": loss.item(), **extra}.items():
                 window[key] = window.get(key, 0.0) + value

@@ -264,10 +264,11 @@ def test_dpo_after_sft_continues_from_the_sft_adapter_on_the_dpo_pairs(trained_s
     assert len(pairs) == manifest["dpo"]["train"]["rows"] >= 5
     # TRL's standard preference shape: prompt, chosen and rejected as texts (plus our system prompt)
     assert all(isinstance(r[k], str) and r[k] for r in pairs for k in ("prompt", "chosen", "rejected"))
-    dpo = _train(root, scenario, model_dir, _with(format="dpo", epochs=4, learning_rate=1e-3))
+    dpo = _train(root, scenario, model_dir, _with(format="dpo", epochs=4, dpo_learning_rate=1e-3))
     version = root / "adapters" / scenario / "v0002"
     lineage = json.loads((version / "lineage.json").read_text())
     assert lineage["format"] == "dpo" and lineage["parent"] == "v0001"
+    assert lineage["dataset"]["train_sha256"] == manifest["dpo"]["train"]["sha256"]
     assert f"all {len(manifest['train_sessions'])} sessions" in lineage["init"]["reason"]
     metrics = json.loads((version / "training_metrics.json").read_text())
     assert metrics["objective"] == "dpo" and metrics["train_rows"] == len(pairs) and metrics["replay_rows"] == 0
@@ -286,3 +287,10 @@ def test_dpo_with_too_few_pairs_is_skipped_with_a_reason(trained_setup):
     assert result.success
     observation = next(e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION")
     assert "DPO pairs, fewer than the configured minimum of 10000" in str(observation.event_specific_data)
+
+
+def test_the_dpo_learning_rate_applies_only_to_dpo():
+    from swarm_learn_assets.defs.training import LoraConfig
+
+    assert LoraConfig(learning_rate=0.01, dpo_learning_rate=0.001).settings().learning_rate == 0.01
+    assert LoraConfig(format="dpo", learning_rate=0.01, dpo_learning_rate=0.001).settings().learning_rate == 0.001

@@ -261,7 +261,7 @@ def test_a_dpo_step_lowers_the_dpo_loss(tiny: Path):
 
 def test_dpo_training_records_rewards_and_saves_an_adapter(tiny: Path, tmp_path: Path):
     settings = LoraSettings(rank=4, alpha=8, epochs=4, batch_size=2, learning_rate=1e-2, trainable_layers=1,
-                            max_seq_length=256)
+                            max_seq_length=256, dpo_sft_weight=0.0)
     result = train_lora(tiny, "tiny", PAIRS, settings, tmp_path / "dpo", log=lambda _: None, objective="dpo")
     assert result.objective == "dpo" and result.train_rows == 2 and len(result.steps) == 4
     assert result.steps[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # ln 2: no step taken yet
@@ -302,3 +302,29 @@ def test_continuing_from_a_parent_starts_from_its_tensors(tiny: Path, tmp_path: 
     child = load_file(tmp_path / "child" / "adapter_model.safetensors")
     for key, value in parent.items():
         torch.testing.assert_close(child[key], value, rtol=0, atol=0)
+
+
+def test_the_sft_weight_adds_the_chosen_replies_cross_entropy_to_the_dpo_loss(tiny: Path, tmp_path: Path):
+    """First step (policy = reference): ln 2 plus the chosen replies' mean per-token cross-entropy
+    under the base model, computed here from a plain forward pass."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    base = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    sequences, _ = encode_rows(tokenizer, PAIRS, "dpo", 256)
+    per_token = []
+    for ids, labels in sequences[0::2]:
+        with torch.no_grad():
+            logits = base(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+        reply = [t for t in range(1, len(ids)) if labels[t] != IGNORE]
+        per_token.append(-sum(logits[t - 1, ids[t]].item() for t in reply) / len(reply))
+    settings = LoraSettings(rank=4, alpha=8, epochs=1, batch_size=2, learning_rate=1e-2, trainable_layers=1,
+                            max_seq_length=256, dpo_sft_weight=0.5)
+    result = train_lora(tiny, "tiny", PAIRS, settings, tmp_path / "rpo", log=lambda _: None, objective="dpo")
+    expected = math.log(2) + 0.5 * sum(per_token) / len(per_token)
+    assert result.steps[0]["loss"] == pytest.approx(expected, abs=0.02)
+    with pytest.raises(TrainingError, match="dpo_sft_weight"):
+        LoraSettings(dpo_sft_weight=-1.0)
