@@ -169,14 +169,16 @@ def cmd_adapters(args: argparse.Namespace) -> int:
             print(f"no adapters for scenario {args.scenario} under {registry.root}")
             return 0
         current = registry.current
-        print(f"{'':2}{'version':<9}{'adapter EM':>11}{'base EM':>9}{'applied EM':>11}{'valid':>7}{'eval rows':>10}"
-              f"{'gate':>7}  path")
+        print(f"{'':2}{'version':<9}{'format':<7}{'from':<7}{'adapter EM':>11}{'base EM':>9}{'applied EM':>11}"
+              f"{'valid':>7}{'eval rows':>10}{'gate':>7}  path")
         for v in versions:
             scores = v.eval or {}
             models = scores["models"]
+            lineage = v.read("lineage.json") or {}
             applied = f"{models['applied']['exact_match']:.3f}" if models["applied"] else "-"
             mark = "* " if current is not None and current.version == v.version else "  "
-            print(f"{mark}{v.version:<9}{models['adapter']['exact_match']:>11.3f}{models['base']['exact_match']:>9.3f}"
+            print(f"{mark}{v.version:<9}{lineage.get('format', 'sft'):<7}{lineage.get('parent') or 'base':<7}"
+                  f"{models['adapter']['exact_match']:>11.3f}{models['base']['exact_match']:>9.3f}"
                   f"{applied:>11}{models['adapter']['valid']:>7.3f}{scores['rows']:>10}"
                   f"{'passed' if v.passed_gate else 'failed':>7}  {v.path}")
         print(f"applied: {current.version if current else 'none'}; history: {', '.join(registry.history()) or 'empty'}")
@@ -268,6 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .core.layout import DataLayout
     from .runner import TRAINING_ASSETS, materialize
+    from .training.dataset_store import untrainable_reason
     from .training.registry import AdapterRegistry
 
     root = _data_root(args)
@@ -277,14 +280,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                 asset_config=_asset_config(args))
     layout = DataLayout(root)
     manifest = json.loads((layout.dataset_dir(args.scenario) / "manifest.json").read_text())
-    if not manifest["trainable"]:
-        print(f"{args.scenario}: skipped: {manifest['train_on_rows']} training rows, fewer than the "
-              f"configured minimum of {manifest['min_train_rows']}")
+    skipped = untrainable_reason(manifest, _asset_config(args).get("lora_adapter", {}).get("format", "sft"))
+    if skipped:
+        print(f"{args.scenario}: {skipped}")
     else:
         registry = AdapterRegistry(layout.adapters_root, args.scenario)
         newest, current = registry.versions()[-1], registry.current
         models = newest.eval["models"]
-        print(f"{args.scenario}: trained {newest.version}: exact match {models['adapter']['exact_match']:.3f} "
+        init = (newest.read("lineage.json") or {}).get("init") or {}
+        print(f"{args.scenario}: trained {newest.version}"
+              + (f" ({init['reason']})" if init else "")
+              + f": exact match {models['adapter']['exact_match']:.3f} "
               f"(base {models['base']['exact_match']:.3f}); gate {'passed' if newest.passed_gate else 'failed'}; "
               f"applied: {current.version if current else 'none'}")
     print(f"done in {time.perf_counter() - started:.1f}s")

@@ -126,6 +126,7 @@ def test_adapters_list_apply_rollback(tmp_path: Path, capsys):
     listing = capsys.readouterr().out.splitlines()
     assert listing[2].startswith("* v0002") and "0.800" in listing[2] and listing[1].startswith("  v0001")
     assert listing[1].split()[-2] == "failed" and listing[2].split()[-2] == "passed"  # each version's gate
+    assert listing[2].split()[2:4] == ["sft", "base"]  # no lineage: trained before DPO and incremental training
     assert listing[-1] == "applied: v0002; history: v0001, v0002"
     assert main(["adapters", "rollback", "--scenario", "sc", *root]) == 0
     assert "rolled back to v0001" in capsys.readouterr().out
@@ -180,7 +181,8 @@ def test_trigger_check_and_a_manual_training(tmp_path: Path):
     model = build_tiny_model_for_data(tmp_path / "tiny", root)
     train = _run("train", "--scenario", scenario, env={**env, "SWARM_LEARN_BASE_MODEL": str(model)})
     assert train.returncode == 0, train.stderr[-2000:]
-    assert f"{scenario}: trained v0001: exact match" in train.stdout  # applied only if it beat the base
+    assert f"{scenario}: trained v0001 (no adapter is applied yet: training from the base model): exact match" \
+        in train.stdout  # applied only if it beat the base
     assert ("applied: v0001" in train.stdout) != ("stopped by a blocking check" in train.stderr)
     assert (root / "adapters" / scenario / "v0001" / "eval.json").is_file()
     after = _run("trigger", "check", "--scenario", scenario, env=env)

@@ -14,6 +14,7 @@ from pydantic import Field
 from ..core.atomic import write_json, write_text
 from ..core.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
 from ..core.incremental import choose_init
+from ..training.dataset_store import untrainable_reason
 from ..training.lora import LoraSettings
 from ..training.registry import AdapterRegistry
 from ..training.train_job import ERROR_FILE
@@ -74,17 +75,6 @@ class LoraConfig(dg.Config):
 
     def gate(self) -> GateSettings:
         return GateSettings(self.min_exact_match, self.gate_alpha)
-
-
-def untrainable_reason(manifest: dict, train_format: str) -> str | None:
-    """Why the dataset cannot train an adapter of this format (too few rows), or None."""
-    if train_format == "dpo":
-        rows, what = manifest["dpo"]["train"]["rows"], "DPO pairs"
-    else:
-        rows, what = manifest["train_on_rows"], f"training rows of {', '.join(manifest['train_on'])}"
-    if rows >= manifest["min_train_rows"]:
-        return None
-    return f"skipped: {rows} {what}, fewer than the configured minimum of {manifest['min_train_rows']}"
 
 
 def loss_curve_markdown(steps: list[dict]) -> str:

@@ -124,3 +124,14 @@ def build_scenario_datasets(
         manifest[name] = {part: {"rows": len(table[part]), "sha256": split_hash(table[part])} for part in (TRAIN, EVAL)}
     write_json(manifest, target / "manifest.json")
     return ScenarioDatasets(rows, manifest, target)
+
+
+def untrainable_reason(manifest: dict, train_format: str) -> str | None:
+    """Why the dataset cannot train an adapter of this format (too few rows), or None."""
+    if train_format == "dpo":
+        rows, what = manifest["dpo"]["train"]["rows"], "DPO pairs"
+    else:
+        rows, what = manifest["train_on_rows"], f"training rows of {', '.join(manifest['train_on'])}"
+    if rows >= manifest["min_train_rows"]:
+        return None
+    return f"skipped: {rows} {what}, fewer than the configured minimum of {manifest['min_train_rows']}"

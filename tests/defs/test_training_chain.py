@@ -256,7 +256,9 @@ def test_a_base_model_change_forces_training_from_the_base_with_the_reason(train
     assert json.loads((root / "adapters" / scenario / "v0002" / "training_metrics.json").read_text())["init_adapter"] is None
 
 
-def test_dpo_after_sft_continues_from_the_sft_adapter_on_the_dpo_pairs(trained_setup):
+def test_dpo_after_sft_continues_from_the_sft_adapter_on_the_dpo_pairs(trained_setup, capsys):
+    from swarm_learn_assets.cli import main
+
     root, scenario, model_dir = trained_setup
     assert _train(root, scenario, model_dir).success
     manifest = json.loads((root / "datasets" / scenario / "manifest.json").read_text())
@@ -277,6 +279,10 @@ def test_dpo_after_sft_continues_from_the_sft_adapter_on_the_dpo_pairs(trained_s
     assert set(scores["by_source"]) == {"task_decision"} and scores["applied_version"] == "v0001"
     assert _metadata(dpo)["format"] == "dpo"
     assert "DPO" in (version / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["adapters", "list", "--scenario", scenario, "--data-root", str(root)]) == 0
+    listing = [line.lstrip("* ").split() for line in capsys.readouterr().out.splitlines()]  # * marks the applied
+    assert listing[1][:3] == ["v0001", "sft", "base"] and listing[2][:3] == ["v0002", "dpo", "v0001"]
 
 
 def test_dpo_with_too_few_pairs_is_skipped_with_a_reason(trained_setup):
