@@ -25,6 +25,12 @@ TRAINING_ASSETS = ("sft_dataset", "lora_adapter", "applied_adapter")
 DATA_ASSETS = (*SESSION_ASSETS, *SCENARIO_ASSETS, *GLOBAL_ASSETS)
 ALL_ASSETS = (*DATA_ASSETS, *TRAINING_ASSETS)  # what `swarm-learn materialize` runs: landing → applied adapter
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
+POSTGRES_TEMPLATE = INSTANCE_TEMPLATE.with_name("dagster-postgres.yaml")
+POSTGRES_URL_ENV = "SWARM_LEARN_POSTGRES_URL"
+# SQLAlchemy 2.1 maps a plain postgresql:// URL to psycopg 3, whose server-side parameters break
+# dagster-postgres's `NOTIFY run_events, %s`: the URL must name psycopg2, dagster-postgres's driver.
+POSTGRES_SCHEME = "postgresql+psycopg2://"
+SQLITE_STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
 # The run tags with which Dagster's own backfills hand a partition range to one run.
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -60,11 +66,15 @@ def prepare_instance(dagster_home: Path | None = None, data_root: Path | None = 
         raise InstanceError(f"DAGSTER_HOME {home} is a file; expected a folder for the Dagster instance")
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url and not url.startswith(POSTGRES_SCHEME):
+        raise InstanceError(f"{POSTGRES_URL_ENV}: expected {POSTGRES_SCHEME}user:password@host:port/database, got "
+                            f"{url.split('://')[0]}://… (dagster-postgres needs the psycopg2 driver)")
     with file_lock(home / ".swarm-learn-init.lock"):
         if data_root is not None:
             _claim_home(home, Path(data_root).resolve())
         if not (home / "dagster.yaml").exists() and INSTANCE_TEMPLATE.is_file():
-            write_text(INSTANCE_TEMPLATE.read_text(), home / "dagster.yaml")
+            write_text(instance_yaml(postgres=bool(os.environ.get(POSTGRES_URL_ENV))), home / "dagster.yaml")
         try:
             instance = dg.DagsterInstance.get()
             instance.get_dynamic_partitions(SESSIONS)  # creates the storage's schema now, under the lock
@@ -73,6 +83,20 @@ def prepare_instance(dagster_home: Path | None = None, data_root: Path | None = 
             raise InstanceError(f"{home / 'dagster.yaml'}: cannot open the Dagster instance "
                                 f"({type(exc).__name__}: {first})") from exc
     return instance
+
+
+def instance_yaml(postgres: bool = False) -> str:
+    """The instance file a new `$DAGSTER_HOME` gets: dagster.yaml, or with `postgres` its SQLite
+    storage blocks replaced by dagster-postgres.yaml's (the URL read from $SWARM_LEARN_POSTGRES_URL)."""
+    text = INSTANCE_TEMPLATE.read_text()
+    if not postgres:
+        return text
+    import yaml
+
+    config = {k: v for k, v in yaml.safe_load(text).items() if k not in SQLITE_STORAGE_KEYS}
+    config.update(yaml.safe_load(POSTGRES_TEMPLATE.read_text()))
+    return (f"# Written by swarm-learn from {INSTANCE_TEMPLATE.name} with {POSTGRES_TEMPLATE.name}'s storage "
+            f"(${POSTGRES_URL_ENV} was set).\n" + yaml.safe_dump(config, sort_keys=False))
 
 
 def _claim_home(home: Path, root: Path) -> None:

@@ -42,3 +42,38 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     layout = DataLayout(root)
     process_sessions(layout, [f.key for f in layout.scan_landing()[0]])
     return build_tiny_model_for_data(root / "tiny", root)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the whole run (each test gets its own database). Without
+    the server binaries the postgres tests skip, unless SWARM_LEARN_REQUIRE_POSTGRES is set (CI)."""
+    import os
+
+    from swarm_learn_assets.testing.postgres import PostgresUnavailable, ThrowawayPostgres
+
+    try:
+        server = ThrowawayPostgres().start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("SWARM_LEARN_REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def instance_backend(request, tmp_path: Path, monkeypatch) -> str:
+    """Runs the test against a SQLite instance and (marker `postgres`) a PostgreSQL one: the
+    instance file in the test's `DAGSTER_HOME` (the one `data_root` uses) is written for it."""
+    from swarm_learn_assets.runner import POSTGRES_URL_ENV, instance_yaml
+
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    if request.param == "postgres":
+        monkeypatch.setenv(POSTGRES_URL_ENV, request.getfixturevalue("postgres_server").create_database())
+    else:
+        monkeypatch.delenv(POSTGRES_URL_ENV, raising=False)
+    (home / "dagster.yaml").write_text(instance_yaml(postgres=request.param == "postgres"))
+    return request.param

@@ -45,13 +45,14 @@ def _wait(what: str, condition, daemon: subprocess.Popen, log: Path, deadline: f
     raise AssertionError(f"timed out waiting for {what}; daemon log:\n" + log.read_text()[-3000:])
 
 
-def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applied(tmp_path: Path):
+def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applied(tmp_path: Path, instance_backend: str):
     import dagster as dg
 
     from swarm_learn_assets.runner import prepare_instance
 
     home, data = tmp_path / "home", tmp_path / "data"
     instance = prepare_instance(home)
+    assert type(instance.event_log_storage).__name__.startswith("Postgres" if instance_backend == "postgres" else "Pooled")
     model = _tiny_model(tmp_path)
     triggers_file = tmp_path / "triggers.yaml"
     triggers_file.write_text(json.dumps({

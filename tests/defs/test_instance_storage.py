@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from swarm_learn_assets.defs.instance_storage import EVENT_BATCH_SIZE_ENV, PooledSqliteEventLogStorage
 from swarm_learn_assets.runner import materialize, prepare_instance
@@ -46,3 +47,43 @@ def test_batched_partition_events_are_complete_and_in_order(data_root: Path):
     assert {e.get_dagster_event().partition for e in done} == set(sessions)
     records = instance.get_records_for_run(run_id).records
     assert [r.storage_id for r in records] == sorted(r.storage_id for r in records)
+
+
+def test_the_postgres_instance_file_replaces_only_the_storage():
+    import yaml
+
+    from swarm_learn_assets.runner import POSTGRES_URL_ENV, SQLITE_STORAGE_KEYS, instance_yaml
+
+    sqlite, postgres = yaml.safe_load(instance_yaml()), yaml.safe_load(instance_yaml(postgres=True))
+    assert set(SQLITE_STORAGE_KEYS) <= set(sqlite) and not set(SQLITE_STORAGE_KEYS) & set(postgres)
+    assert postgres["storage"] == {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
+    assert {k: v for k, v in sqlite.items() if k not in SQLITE_STORAGE_KEYS} == \
+        {k: v for k, v in postgres.items() if k != "storage"}
+
+
+@pytest.mark.postgres
+def test_a_new_home_with_the_url_set_stores_in_postgres_and_keeps_it(postgres_server, tmp_path: Path, monkeypatch):
+    from swarm_learn_assets.runner import POSTGRES_URL_ENV
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(POSTGRES_URL_ENV, postgres_server.create_database())
+    instance = prepare_instance(tmp_path / "home")
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert not (tmp_path / "home" / "history").exists()  # no SQLite files
+    instance.add_dynamic_partitions("sessions", ["sc.s1"])
+    instance.dispose()
+    # the same home again: its instance file names the storage, and what was stored is there
+    again = prepare_instance(tmp_path / "home")
+    assert again.get_dynamic_partitions("sessions") == ["sc.s1"]
+    again.dispose()
+
+
+def test_a_postgres_url_without_the_psycopg2_driver_is_one_clear_line(tmp_path: Path, monkeypatch):
+    from swarm_learn_assets.runner import POSTGRES_URL_ENV, InstanceError
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(POSTGRES_URL_ENV, "postgresql://u:secret@db:5432/dagster")
+    with pytest.raises(InstanceError, match=r"expected postgresql\+psycopg2://.*got postgresql://…") as caught:
+        prepare_instance(tmp_path / "home")
+    assert "secret" not in str(caught.value)

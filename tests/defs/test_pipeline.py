@@ -8,8 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from swarm_learn_assets.runner import materialize
+
+pytestmark = pytest.mark.usefixtures("instance_backend")  # each test on SQLite and on PostgreSQL
 
 
 def _digest_tree(root: Path, areas=("records", "episodes", "snapshots", "models")) -> dict[str, str]:
@@ -27,7 +30,7 @@ def _latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def test_materialize_writes_every_output_with_metadata(data_root: Path):
+def test_materialize_writes_every_output_with_metadata(data_root: Path, instance_backend: str):
     sessions, scenarios, refused = materialize(data_root, log_level="WARNING")
     assert refused == [] and len(sessions) == 8 and len(scenarios) == 2
     for key in sessions:
@@ -41,6 +44,9 @@ def test_materialize_writes_every_output_with_metadata(data_root: Path):
         assert model["offline_model"]["action_order"]["action_set_hash"]
 
     instance = dg.DagsterInstance.get()
+    assert {type(instance.run_storage).__name__, type(instance.event_log_storage).__name__} == (
+        {"PostgresRunStorage", "PostgresEventLogStorage"} if instance_backend == "postgres"
+        else {"SqliteRunStorage", "PooledSqliteEventLogStorage"})
     records_meta = _latest_metadata(instance, "raw_records")
     landing_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (data_root / "landing").rglob("*.parquet"))
     assert records_meta["dagster/row_count"] == landing_rows

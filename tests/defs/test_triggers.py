@@ -18,8 +18,9 @@ from swarm_learn_assets.runner import materialize
 
 
 @pytest.fixture
-def recorded(data_root: Path):
-    """Two scenarios whose sessions were processed: episodes materializations are in the instance."""
+def recorded(instance_backend: str, data_root: Path):
+    """Two scenarios whose sessions were processed: episodes materializations are in the instance
+    (SQLite, and PostgreSQL under the `postgres` marker)."""
     _, scenarios, _ = materialize(data_root, log_level="WARNING")
     return dg.DagsterInstance.get(), scenarios
 
