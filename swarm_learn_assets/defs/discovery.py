@@ -5,9 +5,21 @@ request), with the failure's reason in the tick's log."""
 import base64
 import hashlib
 import json
+import os
+import time
 import zlib
 
 import dagster as dg
+
+from ..core.landing_watch import (
+    LandedFile,
+    ScenarioWatch,
+    advance,
+    changed_files,
+    folder_mtime_ns,
+    needs_scan,
+    scan_scenario,
+)
 
 from .failures import run_failure_reason
 from .jobs import process_sessions_job, scenario_model_job
@@ -16,6 +28,12 @@ from .partitions import SCENARIOS, SESSIONS
 from .resources import SwarmData
 
 MAX_NEW_SESSIONS_PER_TICK = 200
+# A tick with nothing new costs a few stat calls, so the sensor can look often: a landed session's
+# processing starts within seconds (DESIGN §11; it was 30 s).
+SENSOR_INTERVAL_SECONDS = 5
+# Every scenario folder is read in full this often even if its time did not move: the net for a
+# landing file rewritten in place instead of renamed into place.
+RESCAN_SECONDS = 300
 # The run tags with which Dagster hands a partition range to one run (as backfills do).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -30,17 +48,17 @@ MAX_ATTEMPTS = 3  # runs per processing request: the first and two retries
 RUN_KEY_TAG = "dagster/run_key"  # set by Dagster on every run a sensor requested
 
 
-def _load_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, dict]]:
-    """(file versions already requested, processing requests whose run has not succeeded yet)."""
+def _load_cursor(cursor: str | None) -> tuple[dict[str, ScenarioWatch], dict[str, dict]]:
+    """(what the last look at each scenario folder saw, processing requests whose run has not
+    succeeded yet). A cursor from before the folder watch keeps its pending requests; its
+    scenarios are looked at afresh."""
     state = json.loads(zlib.decompress(base64.b64decode(cursor))) if cursor else {}
-    if "versions" not in state:  # a cursor written before retries: versions only
-        return state, {}
-    return state["versions"], state["pending"]
+    watches = {name: ScenarioWatch.from_json(w) for name, w in state.get("scenarios", {}).items()}
+    return watches, state.get("pending", {})
 
 
-def _dump_cursor(versions: dict[str, str], pending: dict[str, dict]) -> str:
-    """Compressed: the cursor holds one entry per session."""
-    payload = {"versions": versions, "pending": pending}
+def _dump_cursor(watches: dict[str, ScenarioWatch], pending: dict[str, dict]) -> str:
+    payload = {"scenarios": {name: w.to_json() for name, w in sorted(watches.items())}, "pending": pending}
     return base64.b64encode(zlib.compress(json.dumps(payload, sort_keys=True).encode())).decode()
 
 
@@ -77,72 +95,121 @@ def _retries(context: dg.SensorEvaluationContext, pending: dict[str, dict]) -> l
 
 @dg.sensor(
     jobs=[process_sessions_job, scenario_model_job],
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers new landing files as session/scenario partitions and requests their processing.",
 )
 def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData) -> dg.SensorResult:
+    """A tick reads only the scenario folders whose modification time moved (or whose rescan is
+    due), so with nothing new it costs two `stat` calls per scenario whatever the history."""
     layout = swarm_data.layout
-    files, refused = layout.scan_landing()
-    for message in refused:
-        context.log.warning(message)
-    versions, pending = _load_cursor(context.cursor)
+    watches, pending = _load_cursor(context.cursor)
     retries = _retries(context, pending)
-    known_sessions = set(context.instance.get_dynamic_partitions(SESSIONS))
-    known_scenarios = set(context.instance.get_dynamic_partitions(SCENARIOS))
-    processed = context.instance.get_materialized_partitions(RAW_RECORDS) if known_sessions else set()
-    current = {f.key: (f, f.path.stat()) for f in files}
-    new = [f for f in files if f.key not in known_sessions][:MAX_NEW_SESSIONS_PER_TICK]
-    new_scenarios = sorted({f.scenario for f in new} - known_scenarios)
-    runs = []
+    now = time.time()
+    landing = layout.root / "landing"
+    folders = sorted(p for p in landing.iterdir() if p.is_dir()) if landing.is_dir() else []
+    lookup = _PartitionLookup(context.instance)
+    new: list[LandedFile] = []
+    runs: list[dg.RunRequest] = []
+    for folder in folders:
+        scenario = folder.name
+        watch = watches.get(scenario)
+        mtime = folder_mtime_ns(folder)
+        if not needs_scan(watch, mtime, now, RESCAN_SECONDS):
+            continue
+        files, refused = scan_scenario(folder)
+        for message in refused:
+            context.log.warning(message)
+        changed = changed_files(files, watch)
+        room = MAX_NEW_SESSIONS_PER_TICK - len(new)
+        handled: list[LandedFile] = []
+        for f in changed:
+            if not lookup.registered(f.key):
+                if room <= 0:
+                    break  # the rest of this folder waits for the next tick
+                new.append(f)
+                room -= 1
+            elif not lookup.processed_since(f, first_look=watch is None):
+                runs.append(dg.RunRequest(  # a re-landed file, or one registered but never processed
+                    run_key=file_run_key(f.key, f.size, f.mtime_ns), job_name=process_sessions_job.name,
+                    partition_key=f.key))
+            handled.append(f)
+        watch = watch or ScenarioWatch()
+        advance(watch, handled)
+        complete = len(handled) == len(changed)
+        watch.folder_mtime_ns = mtime if complete else -1  # a capped folder is read again next tick
+        watch.scanned_at = now
+        watches[scenario] = watch
     if new:
         # All of a tick's new sessions in one run: they are added in this order, so they form a range.
         keys = [f.key for f in new]
-        batch = "\n".join(file_run_key(k, current[k][1].st_size, current[k][1].st_mtime_ns) for k in keys)
-        runs.append(dg.RunRequest(
+        batch = "\n".join(file_run_key(f.key, f.size, f.mtime_ns) for f in new)
+        runs.insert(0, dg.RunRequest(
             run_key=f"new:{hashlib.sha256(batch.encode()).hexdigest()[:16]}",
             job_name=process_sessions_job.name,
             tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]},
         ))
-    for key, (f, stat) in sorted(current.items()):
-        version = f"{stat.st_size}:{stat.st_mtime_ns}"
-        if key in known_sessions and versions.get(key) is None and key in processed:
-            versions[key] = version  # processed before the sensor saw it (e.g. by `swarm-learn materialize`)
-        elif key in known_sessions and versions.get(key) != version:
-            runs.append(dg.RunRequest(  # a re-landed file, or one registered but never processed
-                run_key=file_run_key(key, stat.st_size, stat.st_mtime_ns),
-                job_name=process_sessions_job.name,
-                partition_key=key,
-            ))
-            versions[key] = version
-    for f in new:
-        versions[f.key] = f"{current[f.key][1].st_size}:{current[f.key][1].st_mtime_ns}"
-    # A scenario model is rebuilt once every registered session of it has a snapshot; the run key is
-    # the set of snapshot files, so an unchanged scenario is never rebuilt.
-    for scenario in sorted(known_scenarios):
-        keys = [k for k in known_sessions if k.startswith(f"{scenario}.")]
-        snaps = [layout.snapshot(k) for k in sorted(keys)]
-        if snaps and all(p.is_file() for p in snaps):
-            digest = hashlib.sha256(
-                "\n".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in snaps).encode()
-            ).hexdigest()[:16]
-            runs.append(
-                dg.RunRequest(
-                    run_key=f"scenario_model:{scenario}:{digest}",
-                    job_name=scenario_model_job.name,
-                    partition_key=scenario,
-                )
-            )
+    known_scenarios = set(context.instance.get_dynamic_partitions(SCENARIOS))
+    new_scenarios = sorted({f.scenario for f in new} - known_scenarios)
+    runs += _scenario_model_requests(layout, folders, watches, known_scenarios)
     for request in runs:
         if request.job_name == process_sessions_job.name:
             pending[request.run_key] = _pending(request)
     context.log.info(f"{len(new)} new session(s), {len(new_scenarios)} new scenario(s), {len(retries)} retried")
     return dg.SensorResult(
         run_requests=[*runs, *retries],
-        cursor=_dump_cursor(versions, pending),
+        cursor=_dump_cursor(watches, pending),
         dynamic_partitions_requests=[
             dg.AddDynamicPartitionsRequest(SESSIONS, [f.key for f in new]),
             dg.AddDynamicPartitionsRequest(SCENARIOS, new_scenarios),
         ],
     )
 
+
+class _PartitionLookup:
+    """The instance's view of a session, asked only for files that changed: one query per file
+    after the first look, the whole partition sets once when a scenario is seen for the first time."""
+
+    def __init__(self, instance: dg.DagsterInstance):
+        self.instance = instance
+        self._registered: set[str] | None = None
+        self._processed: set[str] | None = None
+
+    def registered(self, key: str) -> bool:
+        if self._registered is not None:
+            return key in self._registered
+        return self.instance.has_dynamic_partition(SESSIONS, key)
+
+    def processed_since(self, f: LandedFile, first_look: bool) -> bool:
+        """Whether `raw_records` of this session was materialized after the file got its bytes: on a
+        first look (a new sensor, or sessions `swarm-learn materialize` processed), any
+        materialization counts, as the sensor cannot know which version it read."""
+        if first_look:
+            if self._processed is None:
+                self._registered = set(self.instance.get_dynamic_partitions(SESSIONS))
+                self._processed = self.instance.get_materialized_partitions(RAW_RECORDS)
+            return f.key in self._processed
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW_RECORDS, asset_partitions=[f.key]), limit=1).records
+        return bool(records) and records[0].timestamp * 1e9 > f.ctime_ns
+
+
+def _scenario_model_requests(layout, folders, watches: dict[str, ScenarioWatch],
+                             known_scenarios: set[str]) -> list[dg.RunRequest]:
+    """A scenario model is rebuilt once every landed session of it has a snapshot; looked at only
+    when the scenario's snapshot folder changed, and the run key is that folder's time, so an
+    unchanged scenario is never rebuilt."""
+    requests = []
+    for folder in folders:
+        scenario, watch = folder.name, watches.get(folder.name)
+        snapshots = layout.root / "snapshots" / scenario
+        mtime = folder_mtime_ns(snapshots)
+        if scenario not in known_scenarios or watch is None or mtime < 0 or mtime == watch.snapshots_mtime_ns:
+            continue
+        landed = {p.name[: -len(".parquet")] for p in os.scandir(folder) if p.name.endswith(".parquet")}
+        snapped = {p.name[: -len(".json")] for p in os.scandir(snapshots) if p.name.endswith(".json")}
+        if landed and landed <= snapped:
+            watch.snapshots_mtime_ns = mtime
+            requests.append(dg.RunRequest(run_key=f"scenario_model:{scenario}:{mtime}",
+                                          job_name=scenario_model_job.name, partition_key=scenario))
+    return requests

@@ -47,13 +47,51 @@ def test_new_files_become_partitions_and_one_batched_run(data_root: Path):
 
         scenario, session_id = added["sessions"][0].split(".")
         changed = data_root / "landing" / scenario / f"{session_id}.parquet"
-        stat = changed.stat()  # a re-landed file: new modification time, new version
-        os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        stat = _reland(changed)
         third = _tick(instance, data_root, second.cursor)
         assert [(r.partition_key, r.run_key) for r in _session_runs(third)] == [
-            (added["sessions"][0], discovery.file_run_key(added["sessions"][0], stat.st_size, stat.st_mtime_ns + 10**9))
+            (added["sessions"][0], discovery.file_run_key(added["sessions"][0], stat.st_size, stat.st_mtime_ns))
         ]
         assert _session_runs(_tick(instance, data_root, third.cursor)) == []
+
+
+def _reland(path: Path) -> os.stat_result:
+    """A session landed again the way the contract lands files: a temporary name, then a rename."""
+    import shutil
+
+    temp = path.with_name(f".{path.name}.tmp")
+    shutil.copyfile(path, temp)
+    stat = temp.stat()
+    os.utime(temp, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new version, whatever the clock
+    os.replace(temp, path)
+    return path.stat()
+
+
+def test_a_tick_with_nothing_new_reads_no_landing_folder(data_root: Path, monkeypatch):
+    """Nothing landed: the folders' times did not move, so no folder is listed, however many files."""
+    with dg.instance_for_test() as instance:
+        first = _tick(instance, data_root)
+        _apply(instance, first)
+        scans = []
+        monkeypatch.setattr(discovery, "scan_scenario", lambda folder: scans.append(folder) or ([], []))
+        quiet = _tick(instance, data_root, first.cursor)
+        assert scans == [] and _session_runs(quiet) == []
+
+
+def test_a_file_rewritten_in_place_is_found_by_the_periodic_rescan(data_root: Path, monkeypatch):
+    with dg.instance_for_test() as instance:
+        first = _tick(instance, data_root)
+        _apply(instance, first)
+        key = instance.get_dynamic_partitions("sessions")[0]
+        scenario, session_id = key.split(".")
+        path = data_root / "landing" / scenario / f"{session_id}.parquet"
+        path.write_bytes(path.read_bytes())  # same folder time: only the rescan can see it
+        assert _session_runs(_tick(instance, data_root, first.cursor)) == []
+        monkeypatch.setattr(discovery, "RESCAN_SECONDS", 0)
+        stat = path.stat()
+        rescanned = _tick(instance, data_root, first.cursor)
+        assert [(r.partition_key, r.run_key) for r in _session_runs(rescanned)] == [
+            (key, discovery.file_run_key(key, stat.st_size, stat.st_mtime_ns))]
 
 
 def test_sessions_processed_before_the_sensor_saw_them_are_not_run_again(data_root: Path):
@@ -94,7 +132,7 @@ def test_scenario_model_is_requested_once_all_snapshots_exist(data_root: Path):
         model_runs = [r for r in _tick(instance, data_root).run_requests if r.job_name == "build_scenario_model"]
         assert sorted(r.partition_key for r in model_runs) == instance.get_dynamic_partitions("scenarios")
         again = [r for r in _tick(instance, data_root).run_requests if r.job_name == "build_scenario_model"]
-        assert {r.run_key for r in again} == {r.run_key for r in model_runs}
+        assert {r.run_key for r in again} == {r.run_key for r in model_runs}  # same snapshots, same keys
 
 
 def _execute(instance: dg.DagsterInstance, request: dg.RunRequest) -> bool:

@@ -87,3 +87,36 @@ def test_a_postgres_url_without_the_psycopg2_driver_is_one_clear_line(tmp_path: 
     with pytest.raises(InstanceError, match=r"expected postgresql\+psycopg2://.*got postgresql://…") as caught:
         prepare_instance(tmp_path / "home")
     assert "secret" not in str(caught.value)
+
+
+# What PooledSqliteEventLogStorage takes from Dagster's SQLite event log beyond its public API:
+# method -> the parameters it is called with. pyproject bounds Dagster below 1.14; a Dagster that
+# changes any of these must fail here, not corrupt or slow an instance quietly.
+PRIVATE_API = {
+    "_connect": ["self", "shard"],
+    "_initdb": ["self", "engine", "for_index_shard"],
+    "conn_string_for_shard": ["self", "shard_name"],
+    "prepare_insert_event": ["self", "event"],
+    "run_connection": ["self", "run_id"],
+    "index_transaction": ["self"],
+    "_store_asset_event_tags": ["self", "conn", "events", "event_ids"],
+    "_store_asset_event": ["self", "conn", "event", "event_id"],
+    "has_table": ["self", "table_name"],
+    "store_event": ["self", "event"],
+}
+
+
+def test_the_private_event_log_api_the_pooled_storage_relies_on_is_unchanged():
+    import inspect
+
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    changed = {name: str(inspect.signature(getattr(SqliteEventLogStorage, name)))
+               for name, params in PRIVATE_API.items()
+               if not hasattr(SqliteEventLogStorage, name)
+               or list(inspect.signature(getattr(SqliteEventLogStorage, name)).parameters) != params}
+    assert not changed, (f"Dagster {dg.__version__} changed SqliteEventLogStorage internals that "
+                         f"defs/instance_storage.py uses: {changed}; re-check it, or use Dagster's own storage")
+    source = inspect.getsource(SqliteEventLogStorage.__init__)
+    assert "self._db_lock" in source and "self._initialized_dbs" in source, "the shard lock and init set moved"
+    assert tuple(int(x) for x in dg.__version__.split(".")[:2]) < (1, 14), "pyproject bounds dagster below 1.14"
