@@ -102,7 +102,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     _, _, refused = materialize(
         root, assets, log_level=level, on_stage=lambda msg: print(f"• {msg}", file=sys.stderr, flush=True),
         training_log_level="DEBUG" if args.verbose else "INFO",  # minutes of work: show its progress
-        asset_config=_asset_config(args),
+        asset_config=_asset_config(args), everything=args.all,
     )
     for message in refused:
         print(f"refused: {message}", file=sys.stderr)
@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "scenario_model (the data half) and sft_dataset,lora_adapter,applied_adapter "
                                     "(training, one scenario at a time)")
     p.add_argument("--progress", action="store_true", help="show the pipeline's progress log")
+    p.add_argument("--all", action="store_true",
+                   help="process every session and scenario again (default: only those whose landing files or "
+                        "snapshots changed since their outputs were written)")
     with_asset_config(p)
     p.set_defaults(func=cmd_materialize)
 

@@ -112,6 +112,13 @@ def _claim_home(home: Path, root: Path) -> None:
     write_text(f"{root}\n", marker)
 
 
+def _model_current(layout: DataLayout, scenario: str) -> bool:
+    """A scenario model written after the last change to its snapshot folder (every snapshot is
+    renamed into place, which moves the folder's time)."""
+    model, snapshots = layout.scenario_model(scenario), layout.snapshot_dir(scenario)
+    return model.is_file() and snapshots.is_dir() and model.stat().st_mtime_ns >= snapshots.stat().st_mtime_ns
+
+
 def register_landing(instance: dg.DagsterInstance, layout: DataLayout) -> tuple[list[str], list[str], list[str]]:
     """Add every landing session and scenario as a partition; returns (sessions, scenarios, refused files).
     A partition that another process added meanwhile counts as added."""
@@ -137,6 +144,24 @@ def _add_partitions(instance: dg.DagsterInstance, name: str, keys: Sequence[str]
                 raise
 
 
+def contiguous_chunks(ordered: Sequence[str], wanted: Sequence[str], size: int) -> list[list[str]]:
+    """`wanted` keys as runs of at most `size` keys that are neighbours in `ordered` (the instance's
+    partition order): a run covers a partition range, so a range must not span a key left out."""
+    chosen = set(wanted)
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered:
+        if key in chosen and len(current) < size:
+            current.append(key)
+            continue
+        if current:
+            chunks.append(current)
+        current = [key] if key in chosen else []
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def _run(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -154,13 +179,13 @@ def _run(
     number of sessions landed."""
     if not keys or not assets:
         return
-    wanted = set(keys)
-    keys = [k for k in instance.get_dynamic_partitions(partitions) if k in wanted]
     job = defs.resolve_job_def(job_name)
-    for start in range(0, len(keys), RUN_PARTITIONS):
-        part = keys[start:start + RUN_PARTITIONS]
-        if on_stage and len(keys) > RUN_PARTITIONS:
-            on_stage(f"  {partitions} {start + 1}-{start + len(part)} of {len(keys)}")
+    chunks = contiguous_chunks(instance.get_dynamic_partitions(partitions), keys, RUN_PARTITIONS)
+    done = 0
+    for part in chunks:
+        if on_stage and len(chunks) > 1:
+            on_stage(f"  {partitions} {done + 1}-{done + len(part)} of {len(keys)}")
+        done += len(part)
         result = job.execute_in_process(
             instance=instance,
             asset_selection=[dg.AssetKey(a) for a in assets],
@@ -227,12 +252,15 @@ def materialize(
     scenarios: Sequence[str] | None = None,
     training_log_level: str | None = None,
     asset_config: dict[str, dict] | None = None,
+    everything: bool = False,
 ) -> tuple[list[str], list[str], list[str]]:
-    """Register every landing session, then materialize the selected assets for all of them (the
-    training assets for `scenarios` only, when given). Training runs log at `training_log_level`
-    (default: `log_level`), so its progress can show while the rest stays quiet; `asset_config`
-    maps a scenario or training asset to its config (`{"lora_adapter": {"max_train_rows": 320}}`),
-    as the launchpad would."""
+    """Register every landing session, then materialize the selected assets: the session assets for
+    the sessions whose outputs are missing or older than their landing file (all of them with
+    `everything`), the scenario models whose snapshots changed since they were built, the training
+    assets for `scenarios` only, when given. Training runs log at `training_log_level` (default:
+    `log_level`), so its progress can show while the rest stays quiet; `asset_config` maps a
+    scenario or training asset to its config (`{"lora_adapter": {"max_train_rows": 320}}`), as the
+    launchpad would (a scenario model with a config is always rebuilt)."""
     from .definitions import defs
 
     for scenario in scenarios or []:
@@ -244,7 +272,7 @@ def materialize(
     instance = prepare_instance(data_root=data_root)
     with data_root_lock(data_root, on_wait=on_stage):
         return _materialize(instance, defs, data_root, assets, log_level, on_stage, scenarios, training_log_level,
-                            asset_config or {})
+                            asset_config or {}, everything)
 
 
 @contextmanager
@@ -272,6 +300,7 @@ def _materialize(
     scenarios: Sequence[str] | None,
     training_log_level: str | None,
     asset_config: dict[str, dict],
+    everything: bool = False,
 ) -> tuple[list[str], list[str], list[str]]:
     configurable = (*SCENARIO_ASSETS, *TRAINING_ASSETS)
     unknown = sorted(set(asset_config) - set(configurable))
@@ -287,13 +316,19 @@ def _materialize(
     chosen = list(scenarios) if scenarios else known
     session_assets = [a for a in SESSION_ASSETS if a in assets]
     scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
+    layout = DataLayout(data_root)
+    stale = sessions if everything else [k for k in sessions if not layout.outputs_current(k, session_assets)]
     if on_stage and session_assets:
-        on_stage(f"processing {len(sessions)} session(s): {', '.join(session_assets)}")
-    _run(defs, instance, "process_sessions", session_assets, SESSIONS, sessions, log_level, on_stage)
+        on_stage(f"processing {len(stale)} session(s): {', '.join(session_assets)}"
+                 + (f" ({len(sessions) - len(stale)} up to date)" if len(stale) < len(sessions) else ""))
+    _run(defs, instance, "process_sessions", session_assets, SESSIONS, stale, log_level, on_stage)
+    model_config = {a: c for a, c in asset_config.items() if a in scenario_assets}
+    models = known if everything or model_config else [s for s in known if not _model_current(layout, s)]
     if on_stage and scenario_assets:
-        on_stage(f"building {len(known)} scenario model(s)")
-    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, known, log_level,
-         asset_config={a: c for a, c in asset_config.items() if a in scenario_assets})
+        on_stage(f"building {len(models)} scenario model(s)"
+                 + (f" ({len(known) - len(models)} up to date)" if len(models) < len(known) else ""))
+    _run(defs, instance, "build_scenario_model", scenario_assets, SCENARIOS, models, log_level,
+         asset_config=model_config)
     if "global_model" in assets:
         result = defs.resolve_job_def("build_global_model").execute_in_process(
             instance=instance, tags=_worker_tags(), run_config=_logging(log_level), raise_on_error=False)

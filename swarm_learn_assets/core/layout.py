@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,25 @@ class DataLayout:
 
     def snapshot(self, key: str) -> Path:
         return self._session_file("snapshots", key, ".json")
+
+    def session_outputs(self, key: str, assets: Sequence[str]) -> list[Path]:
+        """What each session asset writes for one session (DESIGN §3)."""
+        writers = {"raw_records": self.records, "episodes": self.episodes, "session_snapshot": self.snapshot}
+        return [writers[a](key) for a in assets if a in writers]
+
+    def outputs_current(self, key: str, assets: Sequence[str]) -> bool:
+        """Whether the session's outputs of `assets` exist and were written after its landing file
+        last changed (its `ctime`: set by the rename that landed it, and by any rewrite). A file that
+        could not be read counts as current once its error report is newer. What `swarm-learn
+        materialize` skips, so that its cost follows the new sessions, not the history."""
+        try:
+            landed = self.landing(key).stat().st_ctime_ns
+            error = self.error(key)
+            if error.is_file() and error.stat().st_mtime_ns >= landed:
+                return True
+            return all(out.stat().st_mtime_ns >= landed for out in self.session_outputs(key, assets))
+        except OSError:  # missing, or something in the way: the stage says what, when it runs
+            return False
 
     def session_folders(self, scenario: str) -> list[Path]:
         """The folders the session stages write into for one scenario (landing is never written)."""

@@ -122,3 +122,45 @@ def test_each_session_asset_alone_gives_the_same_files_as_the_fused_pass(data_ro
     assert ["episodes"] in selections and ["raw_records"] in selections and ["session_snapshot"] in selections
     # Re-running one asset alone leaves a materialization for just that asset.
     assert _latest_metadata(instance, "episodes")["dagster/row_count"] > 0
+
+
+def test_materialize_processes_only_new_and_relanded_sessions_unless_asked_for_all(data_root: Path):
+    import os
+    import shutil
+
+    from swarm_learn_assets.core.layout import DataLayout
+
+    sessions, scenarios, _ = materialize(data_root, log_level="WARNING")
+    layout = DataLayout(data_root)
+    assert all(layout.outputs_current(k, ("raw_records", "episodes", "session_snapshot")) for k in sessions)
+    instance = dg.DagsterInstance.get()
+    runs = lambda job: len(instance.get_runs(dg.RunsFilter(job_name=job)))  # noqa: E731
+    before = {job: runs(job) for job in ("process_sessions", "build_scenario_model")}
+    stages = []
+    materialize(data_root, log_level="WARNING", on_stage=stages.append)
+    assert {job: runs(job) for job in before} == before  # nothing changed: no run at all
+    assert "processing 0 session(s)" in stages[0] and "(8 up to date)" in stages[0]
+
+    relanded = layout.landing(sessions[1])
+    temp = relanded.with_name(".relanding.tmp")
+    shutil.copyfile(relanded, temp)
+    os.replace(temp, relanded)  # landed again: its outputs are now older than it
+    snapshot = layout.snapshot(sessions[1]).stat().st_mtime_ns
+    stages.clear()
+    materialize(data_root, log_level="WARNING", on_stage=stages.append)
+    assert "processing 1 session(s)" in stages[0] and layout.snapshot(sessions[1]).stat().st_mtime_ns > snapshot
+    assert runs("process_sessions") == before["process_sessions"] + 1
+    assert "building 1 scenario model(s) (1 up to date)" in stages[1]
+
+    stages.clear()
+    materialize(data_root, log_level="WARNING", on_stage=stages.append, everything=True)
+    assert "processing 8 session(s)" in stages[0] and "building 2 scenario model(s)" in stages[1]
+
+
+def test_runs_cover_neighbouring_partitions_only():
+    from swarm_learn_assets.runner import contiguous_chunks
+
+    ordered = ["a", "b", "c", "d", "e", "f", "g"]
+    assert contiguous_chunks(ordered, ["b", "c", "e", "f", "g"], 2) == [["b", "c"], ["e", "f"], ["g"]]
+    assert contiguous_chunks(ordered, ordered, 3) == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    assert contiguous_chunks(ordered, ["g", "a"], 10) == [["a"], ["g"]] and contiguous_chunks(ordered, [], 5) == []
