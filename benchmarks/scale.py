@@ -32,6 +32,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from instance_storage import database_bytes  # benchmarks/instance_storage.py
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"discovery_tick": 1.0, "training_tick": 1.0, "materialize_ratio": 1.5, "model_rebuild": 5.0,
            "partition_status": 2.0}
@@ -153,20 +155,6 @@ def partition_status_seconds(home: Path, env: dict[str, str]) -> tuple[float, in
         server.wait(timeout=60)
 
 
-def instance_bytes(home: Path, url: str | None) -> int:
-    if url:
-        import psycopg2
-
-        connection = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_database_size(current_database())")
-                return int(cursor.fetchone()[0])
-        finally:
-            connection.close()
-    return sum(p.stat().st_size for p in home.rglob("*.db*") if p.is_file())
-
-
 def fresh_home(work: Path, name: str, storage: str, postgres, env: dict[str, str]) -> tuple[Path, dict, str | None]:
     from swarm_learn_assets.runner import POSTGRES_URL_ENV, instance_yaml
 
@@ -211,7 +199,7 @@ def run(storage: str, args: argparse.Namespace, postgres) -> dict[str, Any]:
     report["model_sessions"] = sum(1 for _ in (root / "snapshots" / largest).iterdir())
     report["model_rebuild"], _ = timed(lambda: build_model_for_scenario(layout, largest), repeats=1)
     report["partition_status"], report["partitions_materialized"] = partition_status_seconds(home, env)
-    report["instance_bytes"] = instance_bytes(home, url)
+    report["instance_bytes"] = database_bytes(home, url)
     shutil.rmtree(work, ignore_errors=True)
     return report
 

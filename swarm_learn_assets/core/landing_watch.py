@@ -17,23 +17,19 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .names import InvalidNameError, session_partition_key, validate_name
+from .layout import LandingFile
+from .names import InvalidNameError, validate_name
 
 LANDING_SUFFIX = ".parquet"
 
 
 @dataclass(frozen=True)
-class LandedFile:
-    scenario: str
-    session_id: str
-    path: Path
+class LandedFile(LandingFile):
+    """A landing file with what one `stat` said about it."""
+
     size: int
     mtime_ns: int
     ctime_ns: int
-
-    @property
-    def key(self) -> str:
-        return session_partition_key(self.scenario, self.session_id)
 
     @property
     def version(self) -> str:
