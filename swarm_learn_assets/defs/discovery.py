@@ -101,7 +101,7 @@ def _retries(context: dg.SensorEvaluationContext, pending: dict[str, dict]) -> l
 )
 def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData) -> dg.SensorResult:
     """A tick reads only the scenario folders whose modification time moved (or whose rescan is
-    due), so with nothing new it costs two `stat` calls per scenario whatever the history."""
+    due), so with nothing new it costs a few `stat` calls per scenario whatever the history."""
     layout = swarm_data.layout
     watches, pending = _load_cursor(context.cursor)
     retries = _retries(context, pending)
@@ -124,7 +124,7 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
         room = MAX_NEW_SESSIONS_PER_TICK - len(new)
         handled: list[LandedFile] = []
         for f in changed:
-            if not lookup.registered(f.key):
+            if not lookup.registered(f.key, first_look=watch is None):
                 if room <= 0:
                     break  # the rest of this folder waits for the next tick
                 new.append(f)
@@ -175,7 +175,14 @@ class _PartitionLookup:
         self._registered: set[str] | None = None
         self._processed: set[str] | None = None
 
-    def registered(self, key: str) -> bool:
+    def _load_all(self) -> None:
+        if self._processed is None:
+            self._registered = set(self.instance.get_dynamic_partitions(SESSIONS))
+            self._processed = self.instance.get_materialized_partitions(RAW_RECORDS)
+
+    def registered(self, key: str, first_look: bool) -> bool:
+        if first_look:
+            self._load_all()
         if self._registered is not None:
             return key in self._registered
         return self.instance.has_dynamic_partition(SESSIONS, key)
@@ -185,9 +192,7 @@ class _PartitionLookup:
         first look (a new sensor, or sessions `swarm-learn materialize` processed), any
         materialization counts, as the sensor cannot know which version it read."""
         if first_look:
-            if self._processed is None:
-                self._registered = set(self.instance.get_dynamic_partitions(SESSIONS))
-                self._processed = self.instance.get_materialized_partitions(RAW_RECORDS)
+            self._load_all()
             return f.key in self._processed
         records = self.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=RAW_RECORDS, asset_partitions=[f.key]), limit=1).records
