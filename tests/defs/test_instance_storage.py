@@ -67,7 +67,9 @@ def test_a_new_home_with_the_url_set_stores_in_postgres_and_keeps_it(postgres_se
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(POSTGRES_URL_ENV, postgres_server.create_database())
+    monkeypatch.delenv(EVENT_BATCH_SIZE_ENV, raising=False)
     instance = prepare_instance(tmp_path / "home")
+    assert int(os.environ[EVENT_BATCH_SIZE_ENV]) > 1  # batched event writes, as for the pooled SQLite
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     assert not (tmp_path / "home" / "history").exists()  # no SQLite files
