@@ -75,7 +75,7 @@ def prepare_instance(dagster_home: Path | None = None, data_root: Path | None = 
         if data_root is not None:
             _claim_home(home, Path(data_root).resolve())
         if not (home / "dagster.yaml").exists() and INSTANCE_TEMPLATE.is_file():
-            write_text(instance_yaml(postgres=bool(os.environ.get(POSTGRES_URL_ENV))), home / "dagster.yaml")
+            write_text(instance_yaml(postgres=bool(url)), home / "dagster.yaml")
         try:
             instance = dg.DagsterInstance.get()
             instance.get_dynamic_partitions(SESSIONS)  # creates the storage's schema now, under the lock
@@ -314,14 +314,14 @@ def _materialize(
     for run_id in recover_dead_runs(instance):
         if on_stage:
             on_stage(f"run {run_id} was left running by a process that died: marked failed, its slots freed")
-    sessions, known, refused = register_landing(instance, DataLayout(data_root))
+    layout = DataLayout(data_root)
+    sessions, known, refused = register_landing(instance, layout)
     missing = sorted(set(scenarios or []) - set(known))
     if missing:
         raise ValueError(f"no landing sessions for scenario(s) {', '.join(missing)}; known: {', '.join(known) or 'none'}")
     chosen = list(scenarios) if scenarios else known
     session_assets = [a for a in SESSION_ASSETS if a in assets]
     scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
-    layout = DataLayout(data_root)
     stale = sessions if everything else [k for k in sessions if not layout.outputs_current(k, session_assets)]
     if on_stage and session_assets:
         on_stage(f"processing {len(stale)} session(s): {', '.join(session_assets)}"

@@ -8,10 +8,12 @@ import json
 import os
 import time
 import zlib
+from pathlib import Path
 
 import dagster as dg
 
 from ..core.landing_watch import (
+    LANDING_SUFFIX,
     LandedFile,
     ScenarioWatch,
     advance,
@@ -20,6 +22,7 @@ from ..core.landing_watch import (
     needs_scan,
     scan_scenario,
 )
+from ..core.layout import DataLayout
 
 from .failures import run_failure_reason
 from .jobs import process_sessions_job, scenario_model_job
@@ -199,7 +202,7 @@ class _PartitionLookup:
         return bool(records) and records[0].timestamp * 1e9 > f.ctime_ns
 
 
-def _scenario_model_requests(layout, folders, watches: dict[str, ScenarioWatch],
+def _scenario_model_requests(layout: DataLayout, folders: list[Path], watches: dict[str, ScenarioWatch],
                              known_scenarios: set[str]) -> list[dg.RunRequest]:
     """A scenario model is rebuilt once every landed session of it has a snapshot; looked at only
     when the scenario's snapshot folder changed, and the run key is that folder's time, so an
@@ -207,14 +210,20 @@ def _scenario_model_requests(layout, folders, watches: dict[str, ScenarioWatch],
     requests = []
     for folder in folders:
         scenario, watch = folder.name, watches.get(folder.name)
-        snapshots = layout.root / "snapshots" / scenario
-        mtime = folder_mtime_ns(snapshots)
-        if scenario not in known_scenarios or watch is None or mtime < 0 or mtime == watch.snapshots_mtime_ns:
+        if scenario not in known_scenarios or watch is None:  # registered scenarios have valid names
             continue
-        landed = {p.name[: -len(".parquet")] for p in os.scandir(folder) if p.name.endswith(".parquet")}
-        snapped = {p.name[: -len(".json")] for p in os.scandir(snapshots) if p.name.endswith(".json")}
-        if landed and landed <= snapped:
+        snapshots = layout.snapshot_dir(scenario)
+        mtime = folder_mtime_ns(snapshots)
+        if mtime < 0 or mtime == watch.snapshots_mtime_ns:
+            continue
+        if (landed := _stems(folder, LANDING_SUFFIX)) and landed <= _stems(snapshots, ".json"):
             watch.snapshots_mtime_ns = mtime
             requests.append(dg.RunRequest(run_key=f"scenario_model:{scenario}:{mtime}",
                                           job_name=scenario_model_job.name, partition_key=scenario))
     return requests
+
+
+def _stems(folder: Path, suffix: str) -> set[str]:
+    """The names of a folder's files with this suffix, without it."""
+    with os.scandir(folder) as entries:
+        return {e.name[: -len(suffix)] for e in entries if e.name.endswith(suffix)}

@@ -146,10 +146,11 @@ def _pad(batch: list[list[int]], value: int, left: bool = False) -> list[list[in
     return [([value] * (width - len(x)) + x) if left else (x + [value] * (width - len(x))) for x in batch]
 
 
-def assistant_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
-    """Mean cross-entropy over the assistant tokens, projecting onto the vocabulary only the
-    positions that predict one: the prompt (most of each sequence) never reaches the lm_head,
-    which for a 49k vocabulary is a fifth of the model's work per token."""
+def reply_token_logprobs(model: Any, ids: Any, mask: Any, labels: Any) -> tuple[Any, Any]:
+    """The log-probability of every reply token (labels other than IGNORE), row-major, and the row
+    each belongs to; only the positions that predict a reply token are projected onto the
+    vocabulary: the prompt (most of each sequence) never reaches the lm_head, which for a 49k
+    vocabulary is a fifth of the model's work per token."""
     import torch
     import torch.nn.functional as F
 
@@ -157,24 +158,23 @@ def assistant_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = target != IGNORE
     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target[target != IGNORE])
+    logprobs = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target[target != IGNORE],
+                                reduction="none")
+    return logprobs, keep.nonzero()[:, 0]  # the kept logits come in the same row-major order
+
+
+def assistant_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
+    """Mean cross-entropy over the assistant tokens (SFT)."""
+    return -reply_token_logprobs(model, ids, mask, labels)[0].mean()
 
 
 def response_logprobs(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
-    """Per sequence, the summed log-probability of its response tokens (labels other than IGNORE):
-    the quantity DPO compares between chosen and rejected replies. Only response positions reach
-    the lm_head, as in `assistant_loss`."""
+    """Per sequence, the summed log-probability of its reply tokens: the quantity DPO compares
+    between chosen and rejected replies."""
     import torch
-    import torch.nn.functional as F
 
-    target = labels[:, 1:]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = target != IGNORE
-    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
-    token_logprobs = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target[target != IGNORE],
-                                      reduction="none")
-    owner = keep.nonzero()[:, 0]  # row-major, the same order as the kept logits
-    return torch.zeros(ids.shape[0], device=ids.device).index_add(0, owner, token_logprobs)
+    logprobs, owner = reply_token_logprobs(model, ids, mask, labels)
+    return torch.zeros(ids.shape[0], device=ids.device).index_add(0, owner, logprobs)
 
 
 def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any,
