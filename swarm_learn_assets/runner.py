@@ -15,7 +15,7 @@ from .core.layout import DATA_ROOT_ENV, DataLayout
 from .core.locks import file_lock, pid_alive
 from .core.names import validate_name
 from .defs.failures import root_cause
-from .defs.instance_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_ENV
+from .defs.instance_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_ENV, CachedPostgresEventLogStorage
 from .defs.jobs import SCENARIO_TAG
 from .defs.partitions import SCENARIOS, SESSION_BACKFILL, SESSIONS
 
@@ -79,7 +79,7 @@ def prepare_instance(dagster_home: Path | None = None, data_root: Path | None = 
         try:
             instance = dg.DagsterInstance.get()
             instance.get_dynamic_partitions(SESSIONS)  # creates the storage's schema now, under the lock
-            if type(instance.event_log_storage).__name__ == "PostgresEventLogStorage":
+            if isinstance(instance.event_log_storage, CachedPostgresEventLogStorage):
                 # Dagster's event batching, as the pooled SQLite storage turns it on: a partition
                 # range's events in one write (300 sessions: 24.3 s → 14.3 s). Children inherit it.
                 os.environ.setdefault(EVENT_BATCH_SIZE_ENV, str(EVENT_BATCH_SIZE))

@@ -13,7 +13,10 @@ schema as the stock SQLite event log, so every Dagster tool reads it, and change
 * `PRAGMA synchronous=NORMAL`, the setting SQLite recommends for WAL databases: a crash of the
   process loses nothing; a power cut may lose the last transactions, never corrupts the file.
 
-Postgres (see README, "scaling out") needs none of this.
+Both this storage and the PostgreSQL one (`CachedPostgresEventLogStorage`, see README, "Scaling
+out") also remember a dynamic partition set between calls (`PartitionSetCache`): Dagster reads the
+whole `sessions` set several times per run to resolve a partition range, which at 100,000
+sessions made every run of a `swarm-learn materialize` slower the longer the history.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ from typing import Any
 import sqlalchemy as db
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import DynamicPartitionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
-from dagster._core.storage.sqlalchemy_compat import db_result
+from dagster._core.storage.sqlalchemy_compat import db_result, db_select
 from dagster._serdes import ConfigurableClassData
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.utils import pg_url_from_config
 
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
 EVENT_BATCH_SIZE = 1000  # events per write transaction; a 1,000-session step is one batch
@@ -52,7 +58,42 @@ def _plain_asset_event(event: EventLogEntry) -> bool:
     )
 
 
-class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+class PartitionSetCache:
+    """Mixed into a SQL event log storage: `get_dynamic_partitions` answers from memory while the
+    set's version — count, largest id and newest creation time of its rows, one indexed query — is
+    the one it was read at. Another process adding or deleting keys changes the version, so every
+    answer is what the database holds (the version is read before the keys, so a key added between
+    the two reads is seen again on the next call). Dagster asks for the whole `sessions` set several
+    times per run; at 100,000 keys each read costs ~0.1 s, the version ~a millisecond."""
+
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        cache: dict[str, tuple[tuple, tuple[str, ...]]] = self.__dict__.setdefault("_partition_sets", {})
+        version = self._partition_set_version(partitions_def_name)
+        hit = cache.get(partitions_def_name)
+        if hit is not None and hit[0] == version:
+            return list(hit[1])
+        keys = super().get_dynamic_partitions(partitions_def_name)  # type: ignore[misc]
+        cache[partitions_def_name] = (version, tuple(keys))
+        return keys
+
+    def _partition_set_version(self, partitions_def_name: str) -> tuple:
+        table = DynamicPartitionsTable
+        query = db_select([db.func.count(table.c.id), db.func.max(table.c.id), db.func.max(table.c.create_timestamp)]
+                          ).where(table.c.partitions_def_name == partitions_def_name)
+        with self.index_connection() as conn:  # type: ignore[attr-defined]
+            return tuple(conn.execute(query).fetchone())
+
+
+class CachedPostgresEventLogStorage(PartitionSetCache, PostgresEventLogStorage):
+    """dagster-postgres's event log with the partition-set cache; configured like `postgres_url`."""
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Any) -> CachedPostgresEventLogStorage:
+        return cls(postgres_url=pg_url_from_config(config_value), inst_data=inst_data,
+                   should_autocreate_tables=config_value.get("should_autocreate_tables", True))
+
+
+class PooledSqliteEventLogStorage(PartitionSetCache, SqliteEventLogStorage):
     """SQLite event log with pooled engines and real batch writes (see the module docstring)."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):

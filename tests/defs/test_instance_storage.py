@@ -55,10 +55,61 @@ def test_the_postgres_instance_file_replaces_only_the_storage():
     from swarm_learn_assets.runner import POSTGRES_URL_ENV, SQLITE_STORAGE_KEYS, instance_yaml
 
     sqlite, postgres = yaml.safe_load(instance_yaml()), yaml.safe_load(instance_yaml(postgres=True))
-    assert set(SQLITE_STORAGE_KEYS) <= set(sqlite) and not set(SQLITE_STORAGE_KEYS) & set(postgres)
-    assert postgres["storage"] == {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
+    assert all("Sqlite" in sqlite[k]["class"] for k in SQLITE_STORAGE_KEYS)
+    url = {"postgres_url": {"env": POSTGRES_URL_ENV}}
+    assert postgres["run_storage"] == {"module": "dagster_postgres.run_storage", "class": "PostgresRunStorage",
+                                       "config": url}
+    assert postgres["event_log_storage"] == {"module": "swarm_learn_assets.defs.instance_storage",
+                                             "class": "CachedPostgresEventLogStorage", "config": url}
+    assert postgres["schedule_storage"] == {"module": "dagster_postgres.schedule_storage",
+                                            "class": "PostgresScheduleStorage", "config": url}
     assert {k: v for k, v in sqlite.items() if k not in SQLITE_STORAGE_KEYS} == \
-        {k: v for k, v in postgres.items() if k != "storage"}
+        {k: v for k, v in postgres.items() if k not in SQLITE_STORAGE_KEYS}
+
+
+def _partition_set_answers_what_the_database_holds(home: Path, monkeypatch) -> None:
+    """Two instances on one storage, as the CLI and the daemon: what one adds or deletes, the other's
+    cached set shows on its next read; a repeated read is served without reading the keys again."""
+    writer, reader = prepare_instance(home), dg.DagsterInstance.from_config(str(home))
+    try:
+        writer.add_dynamic_partitions("sessions", ["sc.a", "sc.b"])
+        assert reader.get_dynamic_partitions("sessions") == ["sc.a", "sc.b"]
+        storage = reader.event_log_storage
+        reads = []
+        parent = type(storage).__mro__[2].get_dynamic_partitions  # the stock storage's full read
+        monkeypatch.setattr(type(storage).__mro__[2], "get_dynamic_partitions",
+                            lambda self, name: reads.append(name) or parent(self, name))
+        assert reader.get_dynamic_partitions("sessions") == ["sc.a", "sc.b"]
+        assert reads == []  # answered from the cache
+        writer.add_dynamic_partitions("sessions", ["sc.c"])
+        assert reader.get_dynamic_partitions("sessions") == ["sc.a", "sc.b", "sc.c"]
+        writer.delete_dynamic_partition("sessions", "sc.c")
+        assert reader.get_dynamic_partitions("sessions") == ["sc.a", "sc.b"]
+        writer.delete_dynamic_partition("sessions", "sc.a")
+        writer.add_dynamic_partitions("sessions", ["sc.d"])  # same count as before
+        assert reader.get_dynamic_partitions("sessions") == ["sc.b", "sc.d"]
+        assert reads == ["sessions"] * 3
+        assert reader.get_dynamic_partitions("scenarios") == []
+        reader.get_dynamic_partitions("sessions").append("not stored")  # callers get their own list
+        assert reader.get_dynamic_partitions("sessions") == ["sc.b", "sc.d"]
+    finally:
+        writer.dispose()
+        reader.dispose()
+
+
+def test_the_sqlite_partition_set_cache_answers_what_the_database_holds(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    _partition_set_answers_what_the_database_holds(tmp_path / "home", monkeypatch)
+
+
+@pytest.mark.postgres
+def test_the_postgres_partition_set_cache_answers_what_the_database_holds(postgres_server, tmp_path: Path,
+                                                                         monkeypatch):
+    from swarm_learn_assets.runner import POSTGRES_URL_ENV
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(POSTGRES_URL_ENV, postgres_server.create_database())
+    _partition_set_answers_what_the_database_holds(tmp_path / "home", monkeypatch)
 
 
 @pytest.mark.postgres
@@ -71,7 +122,7 @@ def test_a_new_home_with_the_url_set_stores_in_postgres_and_keeps_it(postgres_se
     instance = prepare_instance(tmp_path / "home")
     assert int(os.environ[EVENT_BATCH_SIZE_ENV]) > 1  # batched event writes, as for the pooled SQLite
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert type(instance.event_log_storage).__name__ == "CachedPostgresEventLogStorage"
     assert not (tmp_path / "home" / "history").exists()  # no SQLite files
     instance.add_dynamic_partitions("sessions", ["sc.s1"])
     instance.dispose()

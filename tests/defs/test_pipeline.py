@@ -45,7 +45,7 @@ def test_materialize_writes_every_output_with_metadata(data_root: Path, instance
 
     instance = dg.DagsterInstance.get()
     assert {type(instance.run_storage).__name__, type(instance.event_log_storage).__name__} == (
-        {"PostgresRunStorage", "PostgresEventLogStorage"} if instance_backend == "postgres"
+        {"PostgresRunStorage", "CachedPostgresEventLogStorage"} if instance_backend == "postgres"
         else {"SqliteRunStorage", "PooledSqliteEventLogStorage"})
     records_meta = _latest_metadata(instance, "raw_records")
     landing_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (data_root / "landing").rglob("*.parquet"))
