@@ -60,7 +60,8 @@ from swarm_learn_assets.core.schema import (
     SCHEMA,
 )
 from swarm_learn_assets.core.snapshot import Snapshot, snapshot_rowwise
-from swarm_learn_assets.core.stages import IO_THREADS, build_model_for_scenario, process_sessions
+from swarm_learn_assets.core.scenario_model import build_model_for_scenario
+from swarm_learn_assets.core.stages import IO_THREADS, process_sessions
 from swarm_learn_assets.simulate import simulate
 
 # Everything the pipeline writes under the data root; removed before each timed run so that every

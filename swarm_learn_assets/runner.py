@@ -322,7 +322,7 @@ def _materialize(
     chosen = list(scenarios) if scenarios else known
     session_assets = [a for a in SESSION_ASSETS if a in assets]
     scenario_assets = [a for a in SCENARIO_ASSETS if a in assets]
-    stale = sessions if everything else [k for k in sessions if not layout.outputs_current(k, session_assets)]
+    stale = sessions if everything else layout.stale_sessions(sessions, session_assets)
     if on_stage and session_assets:
         on_stage(f"processing {len(stale)} session(s): {', '.join(session_assets)}"
                  + (f" ({len(sessions) - len(stale)} up to date)" if len(stale) < len(sessions) else ""))

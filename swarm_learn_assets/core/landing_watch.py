@@ -17,10 +17,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .layout import LandingFile
+from .layout import LANDING_SUFFIX, LandingFile
 from .names import InvalidNameError, validate_name
-
-LANDING_SUFFIX = ".parquet"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from .names import InvalidNameError, session_partition_key, split_session_key, validate_name
 
 DATA_ROOT_ENV = "SWARM_LEARN_DATA"
+LANDING_SUFFIX = ".parquet"
 
 
 def default_data_root() -> Path:
@@ -59,19 +60,30 @@ class DataLayout:
         writers = {"raw_records": self.records, "episodes": self.episodes, "session_snapshot": self.snapshot}
         return [writers[a](key) for a in assets if a in writers]
 
-    def outputs_current(self, key: str, assets: Sequence[str]) -> bool:
-        """Whether the session's outputs of `assets` exist and were written after its landing file
-        last changed (its `ctime`: set by the rename that landed it, and by any rewrite). A file that
-        could not be read counts as current once its error report is newer. What `swarm-learn
-        materialize` skips, so that its cost follows the new sessions, not the history."""
-        try:
-            landed = self.landing(key).stat().st_ctime_ns
-            error = self.error(key)
-            if error.is_file() and error.stat().st_mtime_ns >= landed:
-                return True
-            return all(out.stat().st_mtime_ns >= landed for out in self.session_outputs(key, assets))
-        except OSError:  # missing, or something in the way: the stage says what, when it runs
-            return False
+    def stale_sessions(self, keys: Sequence[str], assets: Sequence[str]) -> list[str]:
+        """The sessions among `keys` (in their order) whose outputs of `assets` are missing or older
+        than their landing file's last change (its `ctime`: set by the rename that landed it, and by
+        any rewrite). A file that could not be read is current once its error report is newer. What
+        `swarm-learn materialize` skips the rest by, so that its cost follows the new sessions, not
+        the history: each folder is listed once (one `stat` per file), not asked per session."""
+        writers = {"raw_records": ("records", ".parquet"), "episodes": ("episodes", ".parquet"),
+                   "session_snapshot": ("snapshots", ".json")}
+        by_scenario: dict[str, list[tuple[str, str]]] = {}
+        for key in keys:
+            scenario, session_id = split_session_key(key)
+            by_scenario.setdefault(scenario, []).append((key, session_id))
+        stale: set[str] = set()
+        for scenario, sessions in by_scenario.items():
+            landed = file_times(self.root / "landing" / scenario, ".parquet", ctime=True)
+            errors = file_times(self.root / "quarantine" / scenario, ".error.json")
+            outputs = [file_times(self.root / writers[a][0] / scenario, writers[a][1]) for a in assets if a in writers]
+            for key, session_id in sessions:
+                changed = landed.get(session_id)
+                current = changed is not None and (
+                    errors.get(session_id, -1) >= changed or all(o.get(session_id, -1) >= changed for o in outputs))
+                if not current:
+                    stale.add(key)
+        return [k for k in keys if k in stale]
 
     def session_folders(self, scenario: str) -> list[Path]:
         """The folders the session stages write into for one scenario (landing is never written)."""
@@ -80,6 +92,20 @@ class DataLayout:
 
     def scenario_model(self, scenario: str) -> Path:
         return self.root / "models" / validate_name("scenario", scenario) / "scenario_model.json"
+
+    @property
+    def state_dir(self) -> Path:
+        """`.swarm-learn/`: the pipeline's own bookkeeping, not data — what it can rebuild from the
+        data areas when it is missing (and so left out of every byte-for-byte comparison)."""
+        return self.root / ".swarm-learn"
+
+    def merge_index(self, scenario: str) -> Path:
+        """`.swarm-learn/models/<scenario>.json`: which snapshot files the scenario model holds."""
+        return self.state_dir / "models" / f"{validate_name('scenario', scenario)}.json"
+
+    def summary_cache(self, scenario: str) -> Path:
+        """`.swarm-learn/summary/<scenario>.json`: row and episode counts per file, for `status`."""
+        return self.state_dir / "summary" / f"{validate_name('scenario', scenario)}.json"
 
     @property
     def global_model(self) -> Path:
@@ -113,13 +139,36 @@ class DataLayout:
         if not base.is_dir():
             return found, refused
         for scenario_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            for path in sorted(scenario_dir.glob("*.parquet")):
+            with os.scandir(scenario_dir) as entries:
+                names = sorted(e.name for e in entries if e.name.endswith(LANDING_SUFFIX) and e.is_file())
+            for name in names:
+                path = scenario_dir / name
                 try:
-                    found.append(
-                        LandingFile(
-                            validate_name("scenario", scenario_dir.name), validate_name("session id", path.stem), path
-                        )
-                    )
+                    found.append(LandingFile(validate_name("scenario", scenario_dir.name),
+                                             validate_name("session id", name[: -len(LANDING_SUFFIX)]), path))
                 except InvalidNameError as exc:
                     refused.append(f"{path}: {exc}")
         return found, refused
+
+
+def file_stats(folder: Path, suffix: str) -> dict[str, os.stat_result]:
+    """Name without `suffix` → `stat` of each file in `folder` ending with it (hidden temporaries left
+    out), from one listing; empty when there is no such folder."""
+    stats: dict[str, os.stat_result] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(suffix) and not name.startswith("."):
+                    try:
+                        stats[name[: -len(suffix)]] = entry.stat()
+                    except FileNotFoundError:  # replaced or removed since the listing
+                        continue
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return stats
+
+
+def file_times(folder: Path, suffix: str, ctime: bool = False) -> dict[str, int]:
+    """Name without `suffix` → modification (or inode change) time in ns, as `file_stats`."""
+    return {name: st.st_ctime_ns if ctime else st.st_mtime_ns for name, st in file_stats(folder, suffix).items()}

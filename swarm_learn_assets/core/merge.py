@@ -58,6 +58,12 @@ class MergeStrategy:
             return out
         return [1.0] * n
 
+    @property
+    def additive(self) -> bool:
+        """Whether a snapshot's share of the merge depends on it alone (not on how many came after),
+        so that new snapshots can be added to an earlier merge."""
+        return self.name != "time_decay"
+
     def describe(self) -> dict:
         return {"name": self.name, **({"half_life_sessions": self.half_life_sessions} if self.name == "time_decay" else {})}
 
@@ -69,11 +75,23 @@ def round_half_away(value: float) -> int:
 
 def merge_snapshots(snapshots: Sequence[Snapshot], strategy: MergeStrategy = MergeStrategy()) -> Snapshot:
     """Merge snapshots given oldest first. Each count is weighted and rounded per snapshot, then summed."""
+    return _weighted_sum(snapshots, strategy.weights(snapshots), strategy)
+
+
+def add_to_merged(merged: Snapshot, snapshots: Sequence[Snapshot], strategy: MergeStrategy) -> Snapshot:
+    """`merged` (what `merge_snapshots` made with `strategy`) with `snapshots` added: the same as
+    merging all of them at once, because the counts are integer sums of per-snapshot rounded shares
+    and every list is sorted by its key. Only for strategies whose weights do not shift (`additive`)."""
+    if not strategy.additive:
+        raise ValueError(f"cannot add to a {strategy.name} merge: every weight changes with a new session")
+    return _weighted_sum([merged, *snapshots], [1.0, *strategy.weights(snapshots)], strategy)
+
+
+def _weighted_sum(snapshots: Sequence[Snapshot], weights: Sequence[float], strategy: MergeStrategy) -> Snapshot:
     scenario = snapshots[-1]["metadata"]["scenario"] if snapshots else ""
     merged = empty_snapshot(scenario, None)
     merged["metadata"]["session_count"] = 0
     merged["metadata"]["created_at_ms"] = max((s["metadata"]["created_at_ms"] for s in snapshots), default=0)
-    weights = strategy.weights(snapshots)
     for section in SECTIONS:
         key_fields = _KEYS[section]
         acc: dict[tuple, dict] = {}

@@ -57,6 +57,11 @@ class TimeWindow:
     def select(self, snapshots: Sequence[Snapshot]) -> list[Snapshot]:
         return [s for s in snapshots if self.contains(s["metadata"]["created_at_ms"])]
 
+    @property
+    def everything(self) -> bool:
+        """No bound on either side: all history."""
+        return self.since_ms is None and self.until_ms is None
+
     def describe(self) -> dict[str, int | None]:
         return {"since_ms": self.since_ms, "until_ms": self.until_ms}
 

@@ -23,10 +23,8 @@ from .atomic import remove_stale_temps, write_json, write_parquet
 from .episode_table import EPISODE_SCHEMA, build_episode_table
 from .layout import DataLayout
 from .learn_models import WORKER_TASK
-from .merge import MergeStrategy, merge_scenario_models
 from .names import split_session_key
-from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, build_scenario_model, latest_sessions
-from .query import TimeWindow
+from .offline import DependencyOrder
 from .schema import COLUMNS, LEARN_STATS_OUTCOMES, REJECT_REASON, SOURCE_ROW
 from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
 from .validation import SESSION_KEY, LandingFileError, NormalisedSession, normalise, read_landing, validate
@@ -411,12 +409,7 @@ def count_task_outcomes(layout: DataLayout, keys: Sequence[str]) -> dict[str, in
     return task_outcomes(_read_session_files(paths, ["learn_model", "outcome"])) if paths else {}
 
 
-def load_snapshots(layout: DataLayout, scenario: str) -> list[Snapshot]:
-    directory = layout.snapshot_dir(scenario)
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))] if directory.is_dir() else []
-
-
-def _dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, int]) -> dict[str, DependencyOrder]:
+def dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, int]) -> dict[str, DependencyOrder]:
     """The last dependency-graph inference of each session that has one, stamped with the session's time."""
     paths = _existing(layout.records, [f"{scenario}.{s}" for s in created_at])
     if not paths:
@@ -463,35 +456,6 @@ def read_session_actions(layout: DataLayout, scenario: str, session_ids: Sequenc
     return actions
 
 
-def build_model_for_scenario(
-    layout: DataLayout,
-    scenario: str,
-    strategy: MergeStrategy = MergeStrategy(),
-    max_sessions: int = DEFAULT_MAX_SESSIONS,
-    window: TimeWindow = TimeWindow(),
-) -> dict:
-    """snapshots/<scenario>/* → models/<scenario>/scenario_model.json, recomputed from scratch from the
-    sessions whose time is in `window` (all by default); the model records the window."""
-    snapshots = window.select(load_snapshots(layout, scenario))
-    # Only the sessions the offline analysis looks at need their dependency graphs read.
-    recent = latest_sessions(snapshots, max_sessions)
-    created_at = {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in recent}
-    orders = _dependency_orders(layout, scenario, created_at)
-    model = build_scenario_model(scenario, snapshots, strategy, max_sessions, orders)
-    model["window"] = window.describe()
-    remove_stale_temps(layout.scenario_model(scenario).parent)
-    write_json(model, layout.scenario_model(scenario))
-    return model
-
-
-def build_global_model(layout: DataLayout) -> dict:
-    """models/*/scenario_model.json → models/global_model.json, recomputed from the scenario models."""
-    model = merge_scenario_models([json.loads(p.read_text()) for p in layout.scenario_models()])
-    remove_stale_temps(layout.global_model.parent)
-    write_json(model, layout.global_model)
-    return model
-
-
 __all__ = [
     "SessionBatch",
     "SessionIngest",
@@ -500,9 +464,6 @@ __all__ = [
     "ingest_sessions",
     "build_session_episodes",
     "build_session_snapshots",
-    "build_model_for_scenario",
-    "build_global_model",
-    "load_snapshots",
     "read_records",
     "split_by_session",
 ]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
-from .layout import DataLayout
+from .atomic import write_json
+from .layout import LANDING_SUFFIX, DataLayout, file_stats, file_times
 from .learn_models import WORKER_TASK
 from .names import NAME_PATTERN
+from .schema import LEARN_STATS_OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -30,44 +34,86 @@ class ScenarioSummary:
         return self.task_successes / self.task_episodes if self.task_episodes else None
 
 
-def _rows(directory: Path) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in directory.glob("*.parquet")) if directory.is_dir() else 0
-
-
 def summarize(root: Path) -> list[ScenarioSummary]:
     """One row per scenario with a valid name (a refused landing folder is reported where it is
-    refused, not here); sessions are the landing files the pipeline accepts."""
-    landed, _ = DataLayout(root).scan_landing()
+    refused, not here); sessions are the landing files the pipeline accepts.
+
+    Counting reads a footer or an episode file per session; with 100,000 sessions that is most of a
+    `materialize` of a few new ones. So the counts of each file are kept in a per-scenario cache
+    (`layout.summary_cache`) under the file's modification time and size, and only files that are
+    new or changed since are read: the cost follows what changed, plus one listing of each folder."""
+    layout = DataLayout(root)
     scenarios = sorted(
         {p.name for area in ("landing", "records") if (root / area).is_dir() for p in (root / area).iterdir()
          if p.is_dir() and NAME_PATTERN.fullmatch(p.name)}
     )
-    out = []
-    for scenario in scenarios:
-        episode_dir = root / "episodes" / scenario
-        total = tasks = successes = 0
-        if episode_dir.is_dir() and any(episode_dir.glob("*.parquet")):
-            glob = str(episode_dir / "*.parquet").replace("'", "''")
-            total, tasks, successes = duckdb.sql(
-                f"""SELECT count(*), count(*) FILTER (WHERE learn_model = '{WORKER_TASK}' AND outcome <> 'unknown'),
-                           count(*) FILTER (WHERE learn_model = '{WORKER_TASK}' AND outcome = 'success')
-                    FROM read_parquet('{glob}')"""
-            ).fetchall()[0]
-        quarantine = root / "quarantine" / scenario
-        out.append(
-            ScenarioSummary(
-                scenario=scenario,
-                sessions=sum(f.scenario == scenario for f in landed),
-                records=_rows(root / "records" / scenario),
-                quarantined=_rows(quarantine),
-                unreadable=len(list(quarantine.glob("*.error.json"))) if quarantine.is_dir() else 0,
-                episodes=total,
-                task_episodes=tasks,
-                task_successes=successes,
-                has_model=(root / "models" / scenario / "scenario_model.json").is_file(),
-            )
-        )
-    return out
+    return [_summarize_scenario(layout, scenario) for scenario in scenarios]
+
+
+# The areas whose files are counted (and cached), with their files' suffix.
+_AREAS = {"records": ".parquet", "quarantine": ".parquet", "episodes": ".parquet"}
+
+
+def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
+    cache_path = layout.summary_cache(scenario)
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: counted anew
+        cache = {}
+    fresh: dict[str, dict[str, list[int]]] = {}
+    for area, suffix in _AREAS.items():
+        folder = layout.root / area / scenario
+        known = cache.get(area, {})
+        files = {name: [st.st_mtime_ns, st.st_size] for name, st in file_stats(folder, suffix).items()}
+        fresh[area] = {name: known[name] for name, stamp in files.items()
+                       if name in known and known[name][:2] == stamp}
+        new = sorted(set(files) - set(fresh[area]))
+        counts = _episode_counts(folder, new, suffix) if area == "episodes" else {
+            name: [pq.ParquetFile(folder / f"{name}{suffix}").metadata.num_rows] for name in new}
+        fresh[area].update({name: files[name] + counts[name] for name in new})
+    if fresh != cache:
+        write_json(fresh, cache_path)
+    episodes = fresh["episodes"].values()
+    quarantine = layout.root / "quarantine" / scenario
+    return ScenarioSummary(
+        scenario=scenario,
+        sessions=_landed(layout.root / "landing" / scenario),
+        records=sum(c[2] for c in fresh["records"].values()),
+        quarantined=sum(c[2] for c in fresh["quarantine"].values()),
+        unreadable=len(file_times(quarantine, ".error.json")),
+        episodes=sum(c[2] for c in episodes),
+        task_episodes=sum(c[3] for c in episodes),
+        task_successes=sum(c[4] for c in episodes),
+        has_model=layout.scenario_model(scenario).is_file(),
+    )
+
+
+def _landed(folder: Path) -> int:
+    """Landing files with a valid session name (names only: no `stat` needed)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.name.endswith(LANDING_SUFFIX)
+                       and NAME_PATTERN.fullmatch(e.name[: -len(LANDING_SUFFIX)]))
+    except FileNotFoundError:
+        return 0
+
+
+def _episode_counts(folder: Path, names: list[str], suffix: str) -> dict[str, list[int]]:
+    """Per episode file: episodes, judged worker-task episodes, successful ones (one DuckDB scan)."""
+    if not names:
+        return {}
+    files = {str(folder / f"{name}{suffix}"): name for name in names}
+    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    judged = ", ".join(f"'{o}'" for o in LEARN_STATS_OUTCOMES)
+    rows = duckdb.sql(
+        f"""SELECT filename, count(*),
+                   count(*) FILTER (WHERE learn_model = '{WORKER_TASK}' AND outcome IN ({judged})),
+                   count(*) FILTER (WHERE learn_model = '{WORKER_TASK}' AND outcome = 'success')
+            FROM read_parquet({listed}, filename = true, union_by_name = true) GROUP BY filename"""
+    ).fetchall()
+    counts = {name: [0, 0, 0] for name in names}  # a file without rows has no group
+    counts.update({files[f]: [total, tasks, won] for f, total, tasks, won in rows})
+    return counts
 
 
 def format_summary(rows: list[ScenarioSummary]) -> str:

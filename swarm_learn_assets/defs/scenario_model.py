@@ -6,7 +6,7 @@ import dagster as dg
 from ..core.merge import MergeStrategy
 from ..core.offline import DEFAULT_MAX_SESSIONS
 from ..core.query import TimeWindow
-from ..core.stages import build_global_model, build_model_for_scenario
+from ..core.scenario_model import build_global_model, update_scenario_model
 from .metadata import markdown_table, share
 from .partitions import scenarios_partitions
 from .resources import SwarmData
@@ -40,8 +40,9 @@ def scenario_model(
     layout = swarm_data.layout
     strategy = MergeStrategy.parse(config.merge_strategy)
     window = TimeWindow.parse(config.since, config.until)
-    models = {s: build_model_for_scenario(layout, s, strategy, config.max_sessions, window)
+    builds = {s: update_scenario_model(layout, s, strategy, config.max_sessions, window)
               for s in context.partition_keys}
+    models = {s: b.model for s, b in builds.items()}
     paths, sessions = [], 0
     episodes = success = 0
     for scenario, model in models.items():
@@ -59,6 +60,11 @@ def scenario_model(
             "total_episodes": episodes,
             "success_rate": share(success, episodes),
             "merge_strategy": strategy.name,
+            # Added to the last model, or merged from every snapshot (and why): what a rebuild cost.
+            "built_from": dg.MetadataValue.md("\n".join(
+                f"- {s}: " + (f"{b.added} new session(s) added to the last model" if b.rebuilt_because is None
+                              else f"all {b.added} session(s) merged ({b.rebuilt_because})")
+                for s, b in builds.items())),
             "window": dg.MetadataValue.json(window.describe()),
             "parameters": dg.MetadataValue.json(first.get("parameters", {})),
             "recommended_paths": markdown_table(["scenario", "path", "success rate", "count"], paths),

@@ -117,6 +117,34 @@ def test_scan_landing_keeps_good_refuses_bad(tmp_path: Path):
     assert "invalid scenario 'bad scenario'" in bad_dir
 
 
+def test_stale_sessions_are_those_without_outputs_newer_than_their_landing_file(tmp_path: Path):
+    layout = DataLayout(tmp_path)
+    assets = ("raw_records", "episodes", "session_snapshot")
+    keys = ["sc.done", "sc.partial", "sc.relanded", "sc.unreadable", "sc.gone", "other.new"]
+
+    def write(path: Path, at_ns: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, ns=(at_ns, at_ns))
+
+    for key in keys[:4] + ["other.new"]:
+        write(layout.landing(key), 0)  # its ctime is now: the outputs below are written one hour later
+    later = time.time_ns() + 3600 * 10**9
+    for key in ("sc.done", "sc.relanded"):
+        for out in layout.session_outputs(key, assets):
+            write(out, later)
+    write(layout.records("sc.partial"), later)  # episodes and snapshot missing
+    write(layout.error("sc.unreadable"), later)  # could not be read: its error report is its output
+    write(layout.snapshot("sc.gone"), later)  # outputs of a landing file that is gone
+    write(layout.snapshot_dir("sc").parent.parent / "episodes" / "sc" / ".done.123.tmp", later)  # a temporary
+    earlier = time.time_ns() - 3600 * 10**9
+    os.utime(layout.episodes("sc.relanded"), ns=(earlier, earlier))  # older than the landing file's change
+
+    assert layout.stale_sessions(keys, assets) == ["sc.partial", "sc.relanded", "sc.gone", "other.new"]
+    assert layout.stale_sessions(keys, ("raw_records",)) == ["sc.gone", "other.new"]
+    assert layout.stale_sessions(["other.new"], ()) == []  # landed, and nothing asked of it
+
+
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 # ---------------------------------------------------------------------------------------------

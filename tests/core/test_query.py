@@ -13,7 +13,7 @@ import pytest
 from swarm_learn_assets.core.layout import DataLayout
 from swarm_learn_assets.core.query import TimeWindow, format_sessions, parse_time, query_sessions
 from swarm_learn_assets.core.snapshot import empty_snapshot
-from swarm_learn_assets.core.stages import build_model_for_scenario
+from swarm_learn_assets.core.scenario_model import build_model_for_scenario
 
 DAY_MS = 86_400_000
 DEC_1 = 1_764_547_200_000  # 2025-12-01T00:00:00Z

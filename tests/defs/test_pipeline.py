@@ -132,7 +132,7 @@ def test_materialize_processes_only_new_and_relanded_sessions_unless_asked_for_a
 
     sessions, scenarios, _ = materialize(data_root, log_level="WARNING")
     layout = DataLayout(data_root)
-    assert all(layout.outputs_current(k, ("raw_records", "episodes", "session_snapshot")) for k in sessions)
+    assert layout.stale_sessions(sessions, ("raw_records", "episodes", "session_snapshot")) == []
     instance = dg.DagsterInstance.get()
     runs = lambda job: len(instance.get_runs(dg.RunsFilter(job_name=job)))  # noqa: E731
     before = {job: runs(job) for job in ("process_sessions", "build_scenario_model")}
