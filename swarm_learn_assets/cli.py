@@ -92,7 +92,6 @@ def _asset_config(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from .core.summary import format_summary, summarize
     from .runner import ALL_ASSETS, materialize
 
     root = _data_root(args)

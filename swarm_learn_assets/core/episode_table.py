@@ -12,16 +12,16 @@ aggregates in SQL spend their time on.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .episode import episode_id
 from .learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
 from .schema import DONE, SYSTEM_EVENTS
-from .validation import SESSION_KEY
+from .names import SESSION_KEY
 
 EPISODE_SCHEMA = pa.schema(
     [
@@ -138,7 +138,7 @@ def _episode_rows(model: str, actions: _Actions, keep: np.ndarray, terminal_succ
     worker = pc.take(table.column("worker_id"), starts)
     first_seq = pc.take(table.column("seq"), starts)
     ids = [
-        hashlib.sha256(f"{sc}/{se}/{model}/{w}/{s}".encode()).hexdigest()[:16]
+        episode_id(sc, se, model, w, s)
         for sc, se, w, s in zip(scenario.to_pylist(), session_id.to_pylist(), worker.to_pylist(), first_seq.to_pylist())
     ]
     success = terminal_success[keep]

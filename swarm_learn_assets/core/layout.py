@@ -1,4 +1,5 @@
-"""Where everything lives under the data root (DESIGN §3). No other module builds these paths."""
+"""Where everything lives under the data root (DESIGN §3). No other module builds these paths; the
+folder listings that many sessions are judged by (`file_stats`) live here too."""
 
 from __future__ import annotations
 
@@ -29,16 +30,26 @@ class LandingFile:
         return session_partition_key(self.scenario, self.session_id)
 
 
+# The data areas under the root (DESIGN §3), each holding one folder per scenario.
+AREAS = ("landing", "records", "quarantine", "episodes", "snapshots", "models", "datasets", "adapters")
+
+
 @dataclass(frozen=True)
 class DataLayout:
     root: Path
+
+    def folder(self, area: str, scenario: str | None = None) -> Path:
+        """An area (`records`, …), or one scenario's folder in it."""
+        if area not in AREAS:
+            raise ValueError(f"unknown data area {area!r}; expected one of {', '.join(AREAS)}")
+        return self.root / area if scenario is None else self.root / area / validate_name("scenario", scenario)
 
     def _session_file(self, area: str, key: str, suffix: str) -> Path:
         scenario, session_id = split_session_key(key)
         return self.root / area / scenario / f"{session_id}{suffix}"
 
     def landing(self, key: str) -> Path:
-        return self._session_file("landing", key, ".parquet")
+        return self._session_file("landing", key, LANDING_SUFFIX)
 
     def records(self, key: str) -> Path:
         return self._session_file("records", key, ".parquet")
@@ -74,9 +85,9 @@ class DataLayout:
             by_scenario.setdefault(scenario, []).append((key, session_id))
         stale: set[str] = set()
         for scenario, sessions in by_scenario.items():
-            landed = file_times(self.root / "landing" / scenario, ".parquet", ctime=True)
-            errors = file_times(self.root / "quarantine" / scenario, ".error.json")
-            outputs = [file_times(self.root / writers[a][0] / scenario, writers[a][1]) for a in assets if a in writers]
+            landed = file_times(self.folder("landing", scenario), LANDING_SUFFIX, ctime=True)
+            errors = file_times(self.folder("quarantine", scenario), ".error.json")
+            outputs = [file_times(self.folder(writers[a][0], scenario), writers[a][1]) for a in assets if a in writers]
             for key, session_id in sessions:
                 changed = landed.get(session_id)
                 current = changed is not None and (
@@ -87,11 +98,10 @@ class DataLayout:
 
     def session_folders(self, scenario: str) -> list[Path]:
         """The folders the session stages write into for one scenario (landing is never written)."""
-        name = validate_name("scenario", scenario)
-        return [self.root / area / name for area in ("records", "quarantine", "episodes", "snapshots")]
+        return [self.folder(area, scenario) for area in ("records", "quarantine", "episodes", "snapshots")]
 
     def scenario_model(self, scenario: str) -> Path:
-        return self.root / "models" / validate_name("scenario", scenario) / "scenario_model.json"
+        return self.folder("models", scenario) / "scenario_model.json"
 
     @property
     def state_dir(self) -> Path:
@@ -118,24 +128,24 @@ class DataLayout:
         return sorted(folder.glob("*/scenario_model.json")) if folder.is_dir() else []
 
     def snapshot_dir(self, scenario: str) -> Path:
-        return self.root / "snapshots" / validate_name("scenario", scenario)
+        return self.folder("snapshots", scenario)
 
     def episodes_dir(self, scenario: str) -> Path:
-        return self.root / "episodes" / validate_name("scenario", scenario)
+        return self.folder("episodes", scenario)
 
     def dataset_dir(self, scenario: str) -> Path:
         """`datasets/<scenario>/` holding `sft/`, `dpo/` and `manifest.json`."""
-        return self.root / "datasets" / validate_name("scenario", scenario)
+        return self.folder("datasets", scenario)
 
     @property
     def adapters_root(self) -> Path:
-        return self.root / "adapters"
+        return self.folder("adapters")
 
     def scan_landing(self) -> tuple[list[LandingFile], list[str]]:
         """Landing files with valid names (sorted), and one message per file whose name is refused."""
         found: list[LandingFile] = []
         refused: list[str] = []
-        base = self.root / "landing"
+        base = self.folder("landing")
         if not base.is_dir():
             return found, refused
         for scenario_dir in sorted(p for p in base.iterdir() if p.is_dir()):

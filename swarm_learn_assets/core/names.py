@@ -6,6 +6,9 @@ import re
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PARTITION_SEPARATOR = "."
+# The column naming each row's session (`<scenario>.<session_id>`, its partition key) in every table a
+# stage handles many sessions in: how a batch's rows are told apart.
+SESSION_KEY = "_session"
 
 
 class InvalidNameError(ValueError):

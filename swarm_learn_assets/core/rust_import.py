@@ -15,7 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from swarm_learn_assets.core.atomic import write_parquet
-from swarm_learn_assets.core.names import validate_name
+from swarm_learn_assets.core.layout import DataLayout
+from swarm_learn_assets.core.names import session_partition_key
 from swarm_learn_assets.core.schema import BOOL, COLUMNS, DOUBLE, INT, SCHEMA, STRING, STRING_LIST
 
 # Rust variant tag -> landing kind.
@@ -105,9 +106,7 @@ def import_jsonl(path: Path, data_root: Path, scenario: str, session_id: str, ov
     Landing files are never changed by the pipeline, so replacing one must be asked for explicitly.
     An empty file is refused: it would become a permanent, empty session partition.
     """
-    validate_name("scenario", scenario)
-    validate_name("session id", session_id)
-    target = Path(data_root) / "landing" / scenario / f"{session_id}.parquet"
+    target = DataLayout(Path(data_root)).landing(session_partition_key(scenario, session_id))
     if target.exists() and not overwrite:
         raise FileExistsError(
             f"{target} already exists; landing files are never replaced implicitly "

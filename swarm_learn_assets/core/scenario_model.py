@@ -18,13 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
+
 from .atomic import remove_stale_temps, write_json
-from .layout import DataLayout, file_stats, file_times
+from .layout import DataLayout, file_stats
 from .merge import MergeStrategy, add_to_merged, merge_scenario_models
-from .offline import DEFAULT_MAX_SESSIONS, analyze, build_scenario_model, latest_sessions
+from .names import SESSION_KEY, session_partition_key, split_session_key
+from .offline import DEFAULT_MAX_SESSIONS, DependencyOrder, analyze, build_scenario_model, latest_sessions
 from .query import TimeWindow
+from .readers import existing_files, read_session_files
 from .snapshot import Snapshot
-from .stages import dependency_orders
 
 SNAPSHOT_SUFFIX = ".json"
 
@@ -135,6 +138,22 @@ def _read_snapshots(layout: DataLayout, scenario: str, session_ids: Sequence[str
     folder = layout.snapshot_dir(scenario)
     return [json.loads((folder / f"{sid}{SNAPSHOT_SUFFIX}").read_text()) for sid in session_ids]
 
+
+
+def dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, int]) -> dict[str, DependencyOrder]:
+    """The last dependency-graph inference of each session that has one, stamped with the session's time."""
+    paths = existing_files(layout.records, [session_partition_key(scenario, s) for s in created_at])
+    if not paths:
+        return {}
+    table = read_session_files(paths, ["seq", "discover_order", "not_discover_order"], "d.kind = 'dependency_graph'")
+    newest_first = table.take(pc.sort_indices(table, [(SESSION_KEY, "ascending"), ("seq", "descending")]))
+    orders: dict[str, DependencyOrder] = {}
+    for key, discover, not_discover in zip(*(newest_first.column(c).to_pylist() for c in
+                                             (SESSION_KEY, "discover_order", "not_discover_order"))):
+        session_id = split_session_key(key)[1]
+        if session_id not in orders:  # a session's first row here is its last inference
+            orders[session_id] = DependencyOrder(created_at[session_id], list(discover or []), list(not_discover or []))
+    return orders
 
 
 def build_global_model(layout: DataLayout) -> dict:

@@ -19,7 +19,7 @@ from .episode import Episode
 from .learn_models import WORKER_TASK
 from .records import ActionRecord, Record
 from .schema import SYSTEM_EVENTS
-from .validation import SESSION_KEY
+from .names import SESSION_KEY
 
 SNAPSHOT_VERSION = 1
 DEFAULT_NGRAM_ORDERS: tuple[int, ...] = (3, 4)

@@ -7,14 +7,12 @@ replace what a previous run wrote, so running a stage twice gives the same files
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,11 +21,12 @@ from .atomic import remove_stale_temps, write_json, write_parquet
 from .episode_table import EPISODE_SCHEMA, build_episode_table
 from .layout import DataLayout
 from .learn_models import WORKER_TASK
-from .names import split_session_key
-from .offline import DependencyOrder
-from .schema import COLUMNS, LEARN_STATS_OUTCOMES, REJECT_REASON, SOURCE_ROW
+from .names import SESSION_KEY, split_session_key
+from .readers import RECORD_COLUMNS_FOR_STATS, existing_files, read_episodes, read_records
+from .schema import COLUMNS, REJECT_REASON, SOURCE_ROW
 from .snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
-from .validation import SESSION_KEY, LandingFileError, NormalisedSession, normalise, read_landing, validate
+from .task_counts import task_counts_by_session, task_outcomes
+from .validation import LandingFileError, NormalisedSession, normalise, read_landing, validate
 
 Write = Callable[[], object]  # one file written (or removed), run in the background
 
@@ -75,9 +74,9 @@ RECORDS, EPISODES, SNAPSHOTS = "records", "episodes", "snapshots"
 STEPS = (RECORDS, EPISODES, SNAPSHOTS)
 
 
-def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(keys), CHUNK_SESSIONS):
-        yield keys[start : start + CHUNK_SESSIONS]
+def _chunks(keys: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
 
 
 def _remove(*paths: Path) -> None:
@@ -126,10 +125,6 @@ class EpisodeSummary:
         before = len(self._ids)
         self._ids.update(ids)
         self.duplicates += len(ids) - (len(self._ids) - before)
-
-    @property
-    def task_rows(self) -> int:
-        return sum(self.task_outcomes.values())
 
     def judged_by_scenario(self) -> dict[str, dict[str, int]]:
         """Judged worker-task episodes and successes per scenario, for the run's metadata (the
@@ -180,8 +175,9 @@ def process_sessions(
     keys: Sequence[str],
     steps: Collection[str] = STEPS,
     settings: SessionSettings = SessionSettings(),
+    chunk_sessions: int = CHUNK_SESSIONS,
 ) -> SessionBatch:
-    """Run the selected session steps over many sessions, chunk by chunk, in one pass.
+    """Run the selected session steps over many sessions, `chunk_sessions` at a time, in one pass.
 
     A chunk's records and episodes stay in memory from the step that makes them to the steps that
     use them; a step that is not selected has its inputs read from the files an earlier run wrote.
@@ -196,7 +192,7 @@ def process_sessions(
     # chunk's writes are pending, so memory stays bounded.
     with ThreadPoolExecutor(IO_THREADS) as pool:
         pending: list[Future] = []
-        for chunk in _chunks(keys):
+        for chunk in _chunks(keys, chunk_sessions):
             writes: list[Write] = []
             records = None
             if RECORDS in steps:
@@ -207,13 +203,13 @@ def process_sessions(
             if EPISODES in steps or SNAPSHOTS in steps:
                 if records is None:
                     records = read_records(layout, chunk)
-                    with_records = set(_existing(layout.records, chunk))
+                    with_records = set(existing_files(layout.records, chunk))
                 if EPISODES in steps:
                     episodes, jobs = _episodes_chunk(layout, chunk, records, with_records, settings)
                     batch.episodes.add(episodes, [k for k in chunk if k in with_records])
                     writes += jobs
                 else:
-                    episodes = _read_episodes(layout, chunk)
+                    episodes = read_episodes(layout, chunk)
                 if SNAPSHOTS in steps:
                     snapshots, jobs = _snapshots_chunk(layout, chunk, records, episodes, settings)
                     batch.snapshots.add(snapshots)
@@ -228,28 +224,6 @@ def _finish(futures: list[Future]) -> None:
     """Wait for background writes; the first that failed raises here."""
     for future in futures:
         future.result()
-
-
-def ingest_sessions(layout: DataLayout, keys: Sequence[str]) -> list[SessionIngest]:
-    """landing → records/ + quarantine/. An unreadable file gets `<session>.error.json`; others go on."""
-    return process_sessions(layout, keys, [RECORDS]).ingest
-
-
-def build_session_episodes(
-    layout: DataLayout, keys: Sequence[str], min_task_actions: int = 2, min_decision_actions: int = 3
-) -> pa.Table:
-    """records/ → episodes/. Sessions without records (rejected whole) get no episodes file."""
-    settings = SessionSettings(min_task_actions, min_decision_actions)
-    process_sessions(layout, keys, [EPISODES], settings)
-    return _read_episodes(layout, keys)
-
-
-def build_session_snapshots(
-    layout: DataLayout, keys: Sequence[str], ngram_orders: Sequence[int] = DEFAULT_NGRAM_ORDERS
-) -> dict[str, Snapshot]:
-    """episodes/ + records/ → snapshots/*.json."""
-    process_sessions(layout, keys, [SNAPSHOTS], SessionSettings(ngram_orders=tuple(ngram_orders)))
-    return {k: json.loads(layout.snapshot(k).read_text()) for k in keys if layout.snapshot(k).is_file()}
 
 
 def _read_normalised(layout: DataLayout, key: str) -> NormalisedSession | LandingFileError:
@@ -311,50 +285,6 @@ def _write_session_records(layout: DataLayout, key: str, records: pa.Table, reje
     _remove(layout.error(key))
 
 
-def _read_session_files(paths: dict[str, Path], columns: Sequence[str], where: str = "") -> pa.Table:
-    """Read the given columns of many per-session parquet files in one parallel DuckDB scan,
-    optionally only the rows matching a (constant) SQL condition."""
-    con = duckdb.connect()
-    mapping = pa.table({"file": [str(p) for p in paths.values()], SESSION_KEY: list(paths)})
-    con.register("mapping", mapping)
-    cols = ", ".join(f'd."{c}"' for c in columns)
-    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths.values()) + "]"
-    table = con.sql(
-        f"SELECT m.{SESSION_KEY}, {cols} FROM read_parquet({files}, filename = true, union_by_name = true) d "
-        f"JOIN mapping m ON d.filename = m.file {'WHERE ' + where if where else ''}"
-    ).to_arrow_table()
-    con.close()
-    return table
-
-
-RECORD_COLUMNS_FOR_STATS = (
-    "kind", "seq", "timestamp_ms", "worker_id", "action", "success", "duration_ms", "previous_action",
-    "selection_logic", "task_id", "group_id", "context",
-)
-
-
-def _existing(layout_path: Callable[[str], Path], keys: Sequence[str]) -> dict[str, Path]:
-    """The files of the given sessions that exist, keyed by session."""
-    paths = {k: layout_path(k) for k in keys}
-    return {k: p for k, p in paths.items() if p.is_file()}
-
-
-def read_records(layout: DataLayout, keys: Sequence[str]) -> pa.Table:
-    """The validated records of the given sessions (the columns the learn models use)."""
-    paths = _existing(layout.records, keys)
-    if not paths:
-        return pa.table({SESSION_KEY: pa.array([], pa.string()),
-                         **{c: pa.array([], COLUMNS[c]) for c in RECORD_COLUMNS_FOR_STATS}})
-    return _read_session_files(paths, RECORD_COLUMNS_FOR_STATS)
-
-
-def _read_episodes(layout: DataLayout, keys: Sequence[str]) -> pa.Table:
-    paths = _existing(layout.episodes, keys)
-    if not paths:
-        return EPISODE_SCHEMA.empty_table()
-    return _read_session_files(paths, EPISODE_SCHEMA.names).drop_columns([SESSION_KEY]).cast(EPISODE_SCHEMA)
-
-
 def _episodes_chunk(
     layout: DataLayout, keys: Sequence[str], records: pa.Table, with_records: set[str], settings: SessionSettings
 ) -> tuple[pa.Table, list[Write]]:
@@ -385,85 +315,3 @@ def _snapshots_chunk(
     return snapshots, writes
 
 
-def task_outcomes(table: pa.Table) -> dict[str, int]:
-    """Worker-task episodes per outcome in an episode table."""
-    tasks = table.filter(pc.equal(table.column("learn_model"), WORKER_TASK))
-    return {row["values"]: row["counts"] for row in pc.value_counts(tasks.column("outcome")).to_pylist()}
-
-
-def task_counts_by_session(table: pa.Table) -> dict[str, tuple[int, int]]:
-    """Judged worker-task episodes and successes per session key (`scenario.session_id`): what the
-    training triggers count, once per distinct session content."""
-    tasks = table.filter(pc.and_(pc.equal(table.column("learn_model"), WORKER_TASK),
-                                 pc.is_in(table.column("outcome"), pa.array(list(LEARN_STATS_OUTCOMES)))))
-    tasks = tasks.append_column("won", pc.cast(pc.equal(tasks.column("outcome"), "success"), pa.int64()))
-    grouped = tasks.group_by(["scenario", "session_id"]).aggregate([("won", "count"), ("won", "sum")])
-    return {f"{sc}.{sid}": (n, int(won)) for sc, sid, n, won in zip(
-        grouped.column("scenario").to_pylist(), grouped.column("session_id").to_pylist(),
-        grouped.column("won_count").to_pylist(), grouped.column("won_sum").to_pylist())}  # fmt: skip
-
-
-def count_task_outcomes(layout: DataLayout, keys: Sequence[str]) -> dict[str, int]:
-    """Worker-task episodes per outcome in the episode files of the given sessions."""
-    paths = _existing(layout.episodes, keys)
-    return task_outcomes(_read_session_files(paths, ["learn_model", "outcome"])) if paths else {}
-
-
-def dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, int]) -> dict[str, DependencyOrder]:
-    """The last dependency-graph inference of each session that has one, stamped with the session's time."""
-    paths = _existing(layout.records, [f"{scenario}.{s}" for s in created_at])
-    if not paths:
-        return {}
-    table = _read_session_files(paths, ["seq", "discover_order", "not_discover_order"], "d.kind = 'dependency_graph'")
-    newest_first = table.take(pc.sort_indices(table, [(SESSION_KEY, "ascending"), ("seq", "descending")]))
-    orders: dict[str, DependencyOrder] = {}
-    for key, discover, not_discover in zip(*(newest_first.column(c).to_pylist() for c in
-                                             (SESSION_KEY, "discover_order", "not_discover_order"))):
-        session_id = split_session_key(key)[1]
-        if session_id not in orders:  # a session's first row here is its last inference
-            orders[session_id] = DependencyOrder(created_at[session_id], list(discover or []), list(not_discover or []))
-    return orders
-
-
-DECISION_RECORD_COLUMNS = ("kind", "seq", "worker_id", "target", "call_type", "prompt", "response", "error")
-
-
-def read_decision_records(layout: DataLayout, scenario: str, session_ids: Sequence[str]) -> list[dict]:
-    """The `action` and `llm_call` rows of the sessions (only the columns that link a decide call to
-    its task, and the action's target), each with its `session_id`: what the `llm_decision` and
-    `task_step` training rows are made from."""
-    paths = _existing(layout.records, [f"{scenario}.{s}" for s in session_ids])
-    if not paths:
-        return []
-    table = _read_session_files(paths, DECISION_RECORD_COLUMNS, "d.kind IN ('action', 'llm_call')")
-    rows = table.to_pylist()
-    for row in rows:
-        row["session_id"] = split_session_key(row.pop(SESSION_KEY))[1]
-    return rows
-
-
-def read_session_actions(layout: DataLayout, scenario: str, session_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Each session's available actions, from its first dependency graph that names any."""
-    paths = _existing(layout.records, [f"{scenario}.{s}" for s in session_ids])
-    if not paths:
-        return {}
-    table = _read_session_files(paths, ["seq", "available_actions"],
-                                "d.kind = 'dependency_graph' AND len(d.available_actions) > 0")
-    first = table.take(pc.sort_indices(table, [(SESSION_KEY, "ascending"), ("seq", "ascending")]))
-    actions: dict[str, list[str]] = {}
-    for key, names in zip(first.column(SESSION_KEY).to_pylist(), first.column("available_actions").to_pylist()):
-        actions.setdefault(split_session_key(key)[1], list(names))
-    return actions
-
-
-__all__ = [
-    "SessionBatch",
-    "SessionIngest",
-    "SessionSettings",
-    "process_sessions",
-    "ingest_sessions",
-    "build_session_episodes",
-    "build_session_snapshots",
-    "read_records",
-    "split_by_session",
-]

@@ -12,9 +12,8 @@ import pyarrow.parquet as pq
 
 from .atomic import write_json
 from .layout import LANDING_SUFFIX, DataLayout, file_stats, file_times
-from .learn_models import WORKER_TASK
 from .names import NAME_PATTERN
-from .schema import LEARN_STATS_OUTCOMES
+from .task_counts import JUDGED_TASK_SQL, SUCCESS_TASK_SQL
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def summarize(root: Path) -> list[ScenarioSummary]:
     new or changed since are read: the cost follows what changed, plus one listing of each folder."""
     layout = DataLayout(root)
     scenarios = sorted(
-        {p.name for area in ("landing", "records") if (root / area).is_dir() for p in (root / area).iterdir()
+        {p.name for area in ("landing", "records") if layout.folder(area).is_dir() for p in layout.folder(area).iterdir()
          if p.is_dir() and NAME_PATTERN.fullmatch(p.name)}
     )
     return [_summarize_scenario(layout, scenario) for scenario in scenarios]
@@ -62,7 +61,7 @@ def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
         cache = {}
     fresh: dict[str, dict[str, list[int]]] = {}
     for area, suffix in _AREAS.items():
-        folder = layout.root / area / scenario
+        folder = layout.folder(area, scenario)
         known = cache.get(area, {})
         files = {name: [st.st_mtime_ns, st.st_size] for name, st in file_stats(folder, suffix).items()}
         fresh[area] = {name: known[name] for name, stamp in files.items()
@@ -74,10 +73,10 @@ def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
     if fresh != cache:
         write_json(fresh, cache_path)
     episodes = fresh["episodes"].values()
-    quarantine = layout.root / "quarantine" / scenario
+    quarantine = layout.folder("quarantine", scenario)
     return ScenarioSummary(
         scenario=scenario,
-        sessions=_landed(layout.root / "landing" / scenario),
+        sessions=_landed(layout.folder("landing", scenario)),
         records=sum(c[2] for c in fresh["records"].values()),
         quarantined=sum(c[2] for c in fresh["quarantine"].values()),
         unreadable=len(file_times(quarantine, ".error.json")),
@@ -104,11 +103,9 @@ def _episode_counts(folder: Path, names: list[str], suffix: str) -> dict[str, li
         return {}
     files = {str(folder / f"{name}{suffix}"): name for name in names}
     listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-    judged = ", ".join(f"'{o}'" for o in LEARN_STATS_OUTCOMES)
     rows = duckdb.sql(
-        f"""SELECT filename, count(*),
-                   count(*) FILTER (WHERE learn_model = '{WORKER_TASK}' AND outcome IN ({judged})),
-                   count(*) FILTER (WHERE learn_model = '{WORKER_TASK}' AND outcome = 'success')
+        f"""SELECT filename, count(*), count(*) FILTER (WHERE {JUDGED_TASK_SQL}),
+                   count(*) FILTER (WHERE {SUCCESS_TASK_SQL})
             FROM read_parquet({listed}, filename = true, union_by_name = true) GROUP BY filename"""
     ).fetchall()
     counts = {name: [0, 0, 0] for name in names}  # a file without rows has no group

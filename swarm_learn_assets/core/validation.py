@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .names import SESSION_KEY
 from .schema import (
     COLUMNS,
     KINDS,
@@ -32,7 +33,6 @@ from .schema import (
 )
 
 TYPE_ERROR = "_type_error"
-SESSION_KEY = "_session"
 _POSITION = "_position"  # a row's place in the validation batch
 RESERVED = (SOURCE_ROW, REJECT_REASON, TYPE_ERROR, SESSION_KEY, _POSITION)
 _SQL_TYPES = {

@@ -109,7 +109,7 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
     watches, pending = _load_cursor(context.cursor)
     retries = _retries(context, pending)
     now = time.time()
-    landing = layout.root / "landing"
+    landing = layout.folder("landing")
     folders = sorted(p for p in landing.iterdir() if p.is_dir()) if landing.is_dir() else []
     lookup = _PartitionLookup(context.instance)
     new: list[LandedFile] = []

@@ -4,6 +4,7 @@ import dagster as dg
 
 from ..core.layout import DataLayout
 from ..core.stages import EpisodeSummary
+from ..core.task_counts import judged
 from .metadata import markdown_table, share
 from .records import RAW_RECORDS
 
@@ -30,7 +31,7 @@ def episodes_result(layout: DataLayout, summary: EpisodeSummary) -> dg.Materiali
         metadata={
             "dagster/row_count": summary.rows,
             "worker_task_outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
-            "success_rate": share(outcomes.get("success", 0), summary.task_rows),
+            "success_rate": share(judged(outcomes)[1], judged(outcomes)[0]),
             # The whole batch's counts (the same on each of its partitions), for people; the
             # training triggers count the per-session observations instead.
             "episodes_by_scenario": dg.MetadataValue.json(summary.judged_by_scenario()),
@@ -38,7 +39,7 @@ def episodes_result(layout: DataLayout, summary: EpisodeSummary) -> dg.Materiali
                 ["session", "worker", "outcome", "actions"],
                 [(e["session_id"], e["worker_id"], e["outcome"], " → ".join(e["actions"])) for e in summary.preview],
             ),
-            "episodes_path": dg.MetadataValue.path(str(layout.root / "episodes")),
+            "episodes_path": dg.MetadataValue.path(str(layout.folder("episodes"))),
         },
         check_results=[
             dg.AssetCheckResult(

@@ -33,7 +33,7 @@ def raw_records_result(layout: DataLayout, results: list[SessionIngest], max_qua
             "unreadable_files": len(unreadable),
             "quarantine_share": share(rejected, records + rejected),
             "sessions_preview": markdown_table(["session", "records", "rejected", "error"], rows),
-            "records_path": dg.MetadataValue.path(str(layout.root / "records")),
+            "records_path": dg.MetadataValue.path(str(layout.folder("records"))),
         },
         check_results=[
             dg.AssetCheckResult(

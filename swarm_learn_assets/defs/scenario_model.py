@@ -69,7 +69,7 @@ def scenario_model(
             "parameters": dg.MetadataValue.json(first.get("parameters", {})),
             "recommended_paths": markdown_table(["scenario", "path", "success rate", "count"], paths),
             "model_path": dg.MetadataValue.path(
-                str(layout.scenario_model(context.partition_keys[0])) if len(models) == 1 else str(layout.root / "models")
+                str(layout.scenario_model(context.partition_keys[0])) if len(models) == 1 else str(layout.folder("models"))
             ),
         },
     )

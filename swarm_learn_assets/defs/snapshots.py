@@ -4,6 +4,7 @@ import dagster as dg
 
 from ..core.layout import DataLayout
 from ..core.stages import SnapshotSummary
+from ..core.task_counts import judged
 from .episodes import EPISODES
 from .metadata import markdown_table
 
@@ -24,7 +25,7 @@ def session_snapshot_result(
 ) -> dg.MaterializeResult:
     """Totals and top n-grams; the check compares the snapshots' episode counts with the episodes'."""
     episodes_total, episodes_success = summary.total_episodes, summary.success_episodes
-    judged = sum(episode_outcomes.get(o, 0) for o in ("success", "failure", "timeout"))
+    judged_episodes, judged_successes = judged(episode_outcomes)
     top = sorted(summary.ngrams.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))
     return dg.MaterializeResult(
         asset_key=SESSION_SNAPSHOT,
@@ -36,18 +37,18 @@ def session_snapshot_result(
             "top_ngrams": markdown_table(
                 ["n-gram", "success", "failure"], [(" → ".join(k), s, f) for k, (s, f) in top]
             ),
-            "snapshots_path": dg.MetadataValue.path(str(layout.root / "snapshots")),
+            "snapshots_path": dg.MetadataValue.path(str(layout.folder("snapshots"))),
         },
         check_results=[
             dg.AssetCheckResult(
                 asset_key=SESSION_SNAPSHOT,
                 check_name=TOTALS_CHECK.name,
-                passed=(episodes_total, episodes_success) == (judged, episode_outcomes.get("success", 0)),
+                passed=(episodes_total, episodes_success) == (judged_episodes, judged_successes),
                 metadata={
                     "snapshot_episodes": episodes_total,
-                    "episode_files": judged,
+                    "episode_files": judged_episodes,
                     "snapshot_successes": episodes_success,
-                    "episode_file_successes": episode_outcomes.get("success", 0),
+                    "episode_file_successes": judged_successes,
                 },
             )
         ],

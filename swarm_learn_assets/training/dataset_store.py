@@ -30,7 +30,7 @@ from ..core.datasets import (
     built_sources,
 )
 from ..core.layout import DataLayout
-from ..core.stages import read_decision_records, read_session_actions
+from ..core.readers import read_decision_records, read_session_actions
 
 SFT, DPO = "sft", "dpo"
 

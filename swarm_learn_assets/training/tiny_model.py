@@ -54,12 +54,12 @@ def build_tiny_model_for_data(target: Path, data_root: Path) -> Path:
     (so prompts and action names tokenize compactly)."""
     from ..core.datasets import DatasetConfig, available_actions, build_training_rows
     from ..core.layout import DataLayout
-    from ..core.stages import read_decision_records
+    from ..core.readers import read_decision_records
     from .dataset_store import read_scenario_episodes
 
     layout = DataLayout(Path(data_root))
     texts, actions = [], set()
-    for scenario_dir in sorted((Path(data_root) / "episodes").iterdir()):
+    for scenario_dir in sorted(layout.folder("episodes").iterdir()):
         episodes = read_scenario_episodes(layout, scenario_dir.name)
         sessions = sorted({e["session_id"] for e in episodes})
         records = read_decision_records(layout, scenario_dir.name, sessions)

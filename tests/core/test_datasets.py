@@ -26,7 +26,8 @@ from swarm_learn_assets.core.datasets import (
 from swarm_learn_assets.core.layout import DataLayout
 from swarm_learn_assets.core.learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
 from swarm_learn_assets.core.prompts import DECISION_SYSTEM_PROMPT, parse_decision, parse_sequence
-from swarm_learn_assets.core.stages import process_sessions, read_decision_records, read_session_actions
+from swarm_learn_assets.core.readers import read_decision_records, read_session_actions
+from swarm_learn_assets.core.stages import process_sessions
 
 SYSTEM_EVENTS = ("tick_start", "tick_end", "done")
 

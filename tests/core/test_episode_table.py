@@ -9,7 +9,7 @@ from swarm_learn_assets.core.episode_table import EPISODE_SCHEMA, build_episode_
 from swarm_learn_assets.core.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
 from swarm_learn_assets.core.records import records_from_table
 from swarm_learn_assets.core.schema import COLUMNS
-from swarm_learn_assets.core.validation import SESSION_KEY
+from swarm_learn_assets.core.names import SESSION_KEY
 
 
 def _records(session: str, rows: list[dict]) -> pa.Table:

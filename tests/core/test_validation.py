@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from swarm_learn_assets.core.schema import COLUMNS, REJECT_REASON, SOURCE_ROW
+from swarm_learn_assets.core.names import SESSION_KEY
 from swarm_learn_assets.core.validation import (
-    SESSION_KEY,
     TYPE_ERROR,
     LandingFileError,
     normalise,

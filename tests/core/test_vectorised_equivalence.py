@@ -22,9 +22,9 @@ def processed(tmp_path, small_landing):
     shutil.copytree(small_landing / "landing", tmp_path / "landing")
     layout = DataLayout(tmp_path)
     keys = [f.key for f in layout.scan_landing()[0]]
-    stages.ingest_sessions(layout, keys)
-    stages.build_session_episodes(layout, keys)
-    stages.build_session_snapshots(layout, keys, ngram_orders=(3, 4, 5))
+    settings = stages.SessionSettings(ngram_orders=(3, 4, 5))
+    for step in stages.STEPS:  # each stage reading what the one before wrote
+        stages.process_sessions(layout, keys, [step], settings)
     return layout, keys
 
 
@@ -70,23 +70,21 @@ def test_snapshots_match_the_per_record_definition(processed):
         assert expected["ngrams"] and expected["contextual_stats"] and expected["selection_performance"]
 
 
-def test_chunked_processing_gives_the_same_files(tmp_path, small_landing, monkeypatch):
+def test_chunked_processing_gives_the_same_files(tmp_path, small_landing):
     """Backfills are handled in chunks of sessions; the chunk size must not change any output byte."""
     import hashlib
     import shutil
 
     def run(root, chunk):
-        monkeypatch.setattr(stages, "CHUNK_SESSIONS", chunk)
         shutil.copytree(small_landing / "landing", root / "landing")
         layout = DataLayout(root)
         keys = [f.key for f in layout.scan_landing()[0]]
-        episodes = stages.build_session_episodes(layout, stages.ingest_sessions(layout, keys) and keys)
-        stages.build_session_snapshots(layout, keys)
+        episodes = stages.process_sessions(layout, keys, chunk_sessions=chunk).episodes
         files = {
             str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for area in ("records", "episodes", "snapshots") for p in sorted((root / area).rglob("*")) if p.is_file()
         }
-        return files, episodes.num_rows
+        return files, episodes.rows
 
     whole = run(tmp_path / "whole", 100)
     chunked = run(tmp_path / "chunked", 3)

@@ -126,9 +126,8 @@ def test_scenario_model_is_requested_once_all_snapshots_exist(data_root: Path):
         assert not [r for r in _tick(instance, data_root).run_requests if r.job_name == "build_scenario_model"]
         layout = DataLayout(data_root)
         keys = instance.get_dynamic_partitions("sessions")
-        stages.ingest_sessions(layout, keys)
-        stages.build_session_episodes(layout, keys)
-        stages.build_session_snapshots(layout, keys)
+        for step in stages.STEPS:  # one stage after the other, as separate runs would
+            stages.process_sessions(layout, keys, [step])
         model_runs = [r for r in _tick(instance, data_root).run_requests if r.job_name == "build_scenario_model"]
         assert sorted(r.partition_key for r in model_runs) == instance.get_dynamic_partitions("scenarios")
         again = [r for r in _tick(instance, data_root).run_requests if r.job_name == "build_scenario_model"]
