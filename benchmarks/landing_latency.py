@@ -68,10 +68,10 @@ def main() -> int:
         daemon.wait(timeout=60)
         instance.dispose()
         shutil.rmtree(work, ignore_errors=True)
-    from swarm_learn_assets.defs.discovery import SENSOR_INTERVAL_SECONDS
+    from swarm_learn_assets.defs.discovery import DiscoverySettings
 
     print(f"median {statistics.median(latencies):.1f} s, max {max(latencies):.1f} s over {len(latencies)} sessions "
-          f"(discovery sensor interval {SENSOR_INTERVAL_SECONDS} s + run start + processing); target median <= 10 s")
+          f"(discovery sensor interval {DiscoverySettings().interval_seconds} s + run start + processing); target median <= 10 s")
     return 0
 
 

@@ -95,8 +95,9 @@ def timed(fn, repeats: int = 5) -> tuple[float, Any]:
 def sensor_ticks(root: Path, home: Path) -> dict[str, float]:
     import dagster as dg
 
+    from swarm_learn_assets.core.trigger_spec import TriggerSettings
     from swarm_learn_assets.defs import triggers
-    from swarm_learn_assets.defs.discovery import discover_sessions
+    from swarm_learn_assets.defs.discovery import session_discovery
     from swarm_learn_assets.defs.resources import SwarmData
 
     instance = dg.DagsterInstance.from_config(str(home))
@@ -104,14 +105,15 @@ def sensor_ticks(root: Path, home: Path) -> dict[str, float]:
         def discovery(cursor: str | None):
             context = dg.build_sensor_context(instance=instance, cursor=cursor,
                                               resources={"swarm_data": SwarmData(data_root=str(root))})
-            return discover_sessions(context)
+            return session_discovery()(context)
 
         first_discovery, first = timed(lambda: discovery(None), repeats=1)
         quiet_discovery, quiet = timed(lambda: discovery(first.cursor))
         assert not [r for r in quiet.run_requests if r.job_name == "process_sessions"], "nothing new expected"
 
         def training(cursor: str | None):
-            return triggers.training_trigger(dg.build_sensor_context(instance=instance, cursor=cursor))
+            sensor, _ = triggers.training_automation(TriggerSettings())
+            return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
 
         first_training, caught_up = timed(lambda: training(None), repeats=1)
         quiet_training, _ = timed(lambda: training(caught_up.cursor))

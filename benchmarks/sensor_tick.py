@@ -28,7 +28,7 @@ def measure(events: int, home: Path) -> dict[str, float]:
 
     # A trigger that fires in neither case, so both ticks do the same work apart from the history
     # (a firing adds a query per scenario for runs in flight, whatever the history).
-    triggers.SETTINGS = TriggerSettings(default="episodes>=100000000 | success<=0.0 over 50")
+    sensor, _ = triggers.training_automation(TriggerSettings(default="episodes>=100000000 | success<=0.0 over 50"))
     instance = prepare_instance(home)
     scenarios = [f"sc{i}" for i in range(10)]
     instance.add_dynamic_partitions("scenarios", scenarios)
@@ -42,7 +42,7 @@ def measure(events: int, home: Path) -> dict[str, float]:
 
     def tick(cursor: str | None) -> tuple[float, str | None]:
         start = time.perf_counter()
-        result = triggers.training_trigger(dg.build_sensor_context(instance=instance, cursor=cursor))
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
         return time.perf_counter() - start, result.cursor
 
     cold, cursor = tick(None)

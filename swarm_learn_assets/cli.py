@@ -248,14 +248,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_trigger(args: argparse.Namespace) -> int:
     from .core.training_state import explain, quality_window
     from .defs import triggers
+    from .definitions import Settings
     from .runner import prepare_instance
 
     instance = prepare_instance()
-    state = triggers.state_since_training(instance, args.scenario)
-    trigger = triggers.SETTINGS.trigger_for(args.scenario)
+    settings = Settings.from_environment().triggers
+    state = triggers.state_since_training(instance, args.scenario, settings)
+    trigger = settings.trigger_for(args.scenario)
     ctx = state.context(int(time.time() * 1000), quality_window(trigger))
-    print(f"scenario {args.scenario}: trigger {triggers.SETTINGS.spec_for(args.scenario)!r} "
-          f"(mode {triggers.SETTINGS.mode}, job {triggers.MODE_JOBS[triggers.SETTINGS.mode].name})")
+    print(f"scenario {args.scenario}: trigger {settings.spec_for(args.scenario)!r} "
+          f"(mode {settings.mode}, job {triggers.MODE_JOBS[settings.mode].name})")
     print(f"  {explain(trigger, ctx)}")
     if trigger.should_train(ctx) and triggers.training_in_flight(instance, args.scenario):
         print("  a training run for it is already queued or running: the trigger waits for it")

@@ -276,7 +276,7 @@ def materialize(
     os.environ[DATA_ROOT_ENV] = str(data_root)
     instance = prepare_instance(data_root=data_root)
     with data_root_lock(data_root, on_wait=on_stage):
-        return _materialize(instance, defs, data_root, assets, log_level, on_stage, scenarios, training_log_level,
+        return _materialize(instance, defs(), data_root, assets, log_level, on_stage, scenarios, training_log_level,
                             asset_config or {}, everything)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -30,13 +31,6 @@ from .records import RAW_RECORDS
 from .partitions import SCENARIOS, SESSIONS
 from .resources import SwarmData
 
-MAX_NEW_SESSIONS_PER_TICK = 200
-# A tick with nothing new costs a few stat calls, so the sensor can look often: a landed session's
-# processing starts within seconds (DESIGN §11; it was 30 s).
-SENSOR_INTERVAL_SECONDS = 5
-# Every scenario folder is read in full this often even if its time did not move: the net for a
-# landing file rewritten in place instead of renamed into place.
-RESCAN_SECONDS = 300
 # The run tags with which Dagster hands a partition range to one run (as backfills do).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -96,53 +90,41 @@ def _retries(context: dg.SensorEvaluationContext, pending: dict[str, dict]) -> l
     return retries
 
 
-@dg.sensor(
-    jobs=[process_sessions_job, scenario_model_job],
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers new landing files as session/scenario partitions and requests their processing.",
-)
-def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData) -> dg.SensorResult:
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """How discovery paces itself. A tick with nothing new costs a few `stat` calls, so the sensor
+    can look often: a landed session's processing starts within seconds (DESIGN §11; it was 30 s).
+    Every scenario folder is read in full every `rescan_seconds` even if its time did not move: the
+    net for a landing file rewritten in place instead of renamed into place."""
+
+    interval_seconds: int = 5
+    rescan_seconds: float = 300
+    max_new_sessions_per_tick: int = 200
+
+
+def session_discovery(settings: DiscoverySettings = DiscoverySettings()) -> dg.SensorDefinition:
+    """The discovery sensor, paced by `settings`."""
+
+    @dg.sensor(
+        jobs=[process_sessions_job, scenario_model_job],
+        minimum_interval_seconds=settings.interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers new landing files as session/scenario partitions and requests their processing.",
+    )
+    def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData) -> dg.SensorResult:
+        return discover(context, swarm_data.layout, settings)
+
+    return discover_sessions
+
+
+def discover(context: dg.SensorEvaluationContext, layout: DataLayout, settings: DiscoverySettings) -> dg.SensorResult:
     """A tick reads only the scenario folders whose modification time moved (or whose rescan is
     due), so with nothing new it costs a few `stat` calls per scenario whatever the history."""
-    layout = swarm_data.layout
     watches, pending = _load_cursor(context.cursor)
     retries = _retries(context, pending)
-    now = time.time()
     landing = layout.folder("landing")
     folders = sorted(p for p in landing.iterdir() if p.is_dir()) if landing.is_dir() else []
-    lookup = _PartitionLookup(context.instance)
-    new: list[LandedFile] = []
-    runs: list[dg.RunRequest] = []
-    for folder in folders:
-        scenario = folder.name
-        watch = watches.get(scenario)
-        mtime = folder_mtime_ns(folder)
-        if not needs_scan(watch, mtime, now, RESCAN_SECONDS):
-            continue
-        files, refused = scan_scenario(folder)
-        for message in refused:
-            context.log.warning(message)
-        changed = changed_files(files, watch)
-        room = MAX_NEW_SESSIONS_PER_TICK - len(new)
-        handled: list[LandedFile] = []
-        for f in changed:
-            if not lookup.registered(f.key, first_look=watch is None):
-                if room <= 0:
-                    break  # the rest of this folder waits for the next tick
-                new.append(f)
-                room -= 1
-            elif not lookup.processed_since(f, first_look=watch is None):
-                runs.append(dg.RunRequest(  # a re-landed file, or one registered but never processed
-                    run_key=file_run_key(f.key, f.size, f.mtime_ns), job_name=process_sessions_job.name,
-                    partition_key=f.key))
-            handled.append(f)
-        watch = watch or ScenarioWatch()
-        advance(watch, handled)
-        complete = len(handled) == len(changed)
-        watch.folder_mtime_ns = mtime if complete else -1  # a capped folder is read again next tick
-        watch.scanned_at = now
-        watches[scenario] = watch
+    new, runs = _look_at_folders(context, folders, watches, settings)
     if new:
         # All of a tick's new sessions in one run: they are added in this order, so they form a range.
         keys = [f.key for f in new]
@@ -167,6 +149,46 @@ def discover_sessions(context: dg.SensorEvaluationContext, swarm_data: SwarmData
             dg.AddDynamicPartitionsRequest(SCENARIOS, new_scenarios),
         ],
     )
+
+
+def _look_at_folders(context: dg.SensorEvaluationContext, folders: list[Path], watches: dict[str, ScenarioWatch],
+                     settings: DiscoverySettings) -> tuple[list[LandedFile], list[dg.RunRequest]]:
+    """The new sessions (at most `max_new_sessions_per_tick`) and the re-landed or never processed
+    ones to run again, from the folders that moved or are due a rescan; `watches` advance past them."""
+    now = time.time()
+    lookup = _PartitionLookup(context.instance)
+    new: list[LandedFile] = []
+    runs: list[dg.RunRequest] = []
+    for folder in folders:
+        scenario = folder.name
+        watch = watches.get(scenario)
+        mtime = folder_mtime_ns(folder)
+        if not needs_scan(watch, mtime, now, settings.rescan_seconds):
+            continue
+        files, refused = scan_scenario(folder)
+        for message in refused:
+            context.log.warning(message)
+        changed = changed_files(files, watch)
+        room = settings.max_new_sessions_per_tick - len(new)
+        handled: list[LandedFile] = []
+        for f in changed:
+            if not lookup.registered(f.key, first_look=watch is None):
+                if room <= 0:
+                    break  # the rest of this folder waits for the next tick
+                new.append(f)
+                room -= 1
+            elif not lookup.processed_since(f, first_look=watch is None):
+                runs.append(dg.RunRequest(  # a re-landed file, or one registered but never processed
+                    run_key=file_run_key(f.key, f.size, f.mtime_ns), job_name=process_sessions_job.name,
+                    partition_key=f.key))
+            handled.append(f)
+        watch = watch or ScenarioWatch()
+        advance(watch, handled)
+        complete = len(handled) == len(changed)
+        watch.folder_mtime_ns = mtime if complete else -1  # a capped folder is read again next tick
+        watch.scanned_at = now
+        watches[scenario] = watch
+    return new, runs
 
 
 class _PartitionLookup:

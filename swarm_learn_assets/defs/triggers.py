@@ -4,18 +4,19 @@ every rule of a scenario's trigger; a state that fired is claimed, so it starts 
 ticked. Counts come from Dagster's own records: per-session observations of `episodes`, each session's
 content counted once.
 
-Settings come from the YAML file named by `$SWARM_LEARN_TRIGGERS` (see `core/trigger_spec.py`);
-a bad spec stops the definitions from loading, with the offending token in the message.
+The settings (`TriggerSettings`, from the YAML file named by `$SWARM_LEARN_TRIGGERS`, see
+`core/trigger_spec.py`) are passed in: `training_automation(settings)` builds the sensor and the
+schedule, and `definitions.py` reads the file once when Dagster loads the code; a bad spec stops the
+definitions from loading, with the offending token in the message.
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from ..core.trigger_spec import TRIGGERS_FILE_ENV, TriggerSettings, check_interval_cron, load_trigger_settings
+from ..core.trigger_spec import TriggerSettings, check_interval_cron
 from ..core.training_state import (
     ScenarioState,
     SessionCount,
@@ -30,7 +31,6 @@ from .jobs import MODE_JOBS, SCENARIO_TAG
 from .partitions import SCENARIOS
 from .training import LORA_ADAPTER
 
-SETTINGS = load_trigger_settings(os.environ.get(TRIGGERS_FILE_ENV))
 PAGE = 1000
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
           dg.DagsterRunStatus.STARTED]
@@ -60,7 +60,7 @@ def _counts_before(instance: dg.DagsterInstance, keys: list[str], storage_id: in
 
 
 def fold_observations(instance: dg.DagsterInstance, state: TrainingState, records: list,
-                      scenario: str | None = None) -> None:  # fmt: skip
+                      settings: TriggerSettings, scenario: str | None = None) -> None:  # fmt: skip
     """Add a page of session observations (oldest first), each compared with the same session's
     observation before it, wherever that is: in this page, or before it in the event log. Runs that
     interleave their events, or storages that write them one at a time, count the same."""
@@ -73,14 +73,14 @@ def fold_observations(instance: dg.DagsterInstance, state: TrainingState, record
         count = _count(record)
         observed.append((record.partition_key, count, previous.get(record.partition_key)))
         previous[record.partition_key] = count
-    fold_session_counts(state, observed, lambda name: quality_window(SETTINGS.trigger_for(name)))
+    fold_session_counts(state, observed, lambda name: quality_window(settings.trigger_for(name)))
 
 
-def fold_new_records(instance: dg.DagsterInstance, state: TrainingState) -> None:
+def fold_new_records(instance: dg.DagsterInstance, state: TrainingState, settings: TriggerSettings) -> None:
     """Everything recorded since the cursor: new session observations, then trainings (which reset counts)."""
     while True:
         page = instance.fetch_observations(EPISODES, limit=PAGE, cursor=state.episodes_cursor, ascending=True)
-        fold_observations(instance, state, page.records)
+        fold_observations(instance, state, page.records, settings)
         state.episodes_cursor = page.cursor or state.episodes_cursor
         if not page.has_more:
             break
@@ -93,7 +93,7 @@ def fold_new_records(instance: dg.DagsterInstance, state: TrainingState) -> None
             break
 
 
-def state_since_training(instance: dg.DagsterInstance, scenario: str) -> ScenarioState:
+def state_since_training(instance: dg.DagsterInstance, scenario: str, settings: TriggerSettings) -> ScenarioState:
     """One scenario's state from the records since its last training (for the schedule and the CLI):
     the cost is bounded by what happened since then, not by the whole history."""
     state = TrainingState()
@@ -106,7 +106,7 @@ def state_since_training(instance: dg.DagsterInstance, scenario: str) -> Scenari
     while True:
         page = instance.fetch_observations(dg.AssetRecordsFilter(EPISODES, after_storage_id=after), limit=PAGE,
                                            cursor=cursor, ascending=True)
-        fold_observations(instance, state, page.records, scenario)
+        fold_observations(instance, state, page.records, settings, scenario)
         cursor = page.cursor
         if not page.has_more:
             break
@@ -167,34 +167,39 @@ def evaluate(instance: dg.DagsterInstance, states: dict[str, ScenarioState], now
     return requests, notes
 
 
-@dg.sensor(
-    jobs=list(MODE_JOBS.values()),
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Count and quality training triggers, over the episodes and trainings Dagster recorded.",
-)
-def training_trigger(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    state = TrainingState.from_json(context.cursor)
-    fold_new_records(context.instance, state)
-    known = set(context.instance.get_dynamic_partitions(SCENARIOS))
-    states = {name: s for name, s in state.scenarios.items() if name in known}
-    requests, notes = evaluate(context.instance, states, int(time.time() * 1000), SETTINGS)
-    for note in notes:
-        context.log.info(note)
-    return dg.SensorResult(run_requests=requests, cursor=state.to_json())
+def training_automation(settings: TriggerSettings) -> tuple[dg.SensorDefinition, dg.ScheduleDefinition]:
+    """The training sensor and the check-interval schedule for these trigger settings (the
+    schedule's cron and job follow the settings, so they are built from them)."""
 
+    @dg.sensor(
+        jobs=list(MODE_JOBS.values()),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Count and quality training triggers, over the episodes and trainings Dagster recorded.",
+    )
+    def training_trigger(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        state = TrainingState.from_json(context.cursor)
+        fold_new_records(context.instance, state, settings)
+        known = set(context.instance.get_dynamic_partitions(SCENARIOS))
+        states = {name: s for name, s in state.scenarios.items() if name in known}
+        requests, notes = evaluate(context.instance, states, int(time.time() * 1000), settings)
+        for note in notes:
+            context.log.info(note)
+        return dg.SensorResult(run_requests=requests, cursor=state.to_json())
 
-@dg.schedule(
-    job=MODE_JOBS[SETTINGS.mode],
-    cron_schedule=check_interval_cron(SETTINGS.shortest_interval_ms()),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The check interval: time rules of the training triggers (and everything else at that moment).",
-)
-def training_check(context: dg.ScheduleEvaluationContext):
-    scenarios = context.instance.get_dynamic_partitions(SCENARIOS)
-    states = {s: state_since_training(context.instance, s) for s in scenarios}
-    now_ms = int(context.scheduled_execution_time.timestamp() * 1000)
-    requests, notes = evaluate(context.instance, states, now_ms, SETTINGS)
-    for note in notes:
-        context.log.info(note)
-    return requests or dg.SkipReason("no scenario's trigger fires: " + "; ".join(notes or ["nothing new"]))
+    @dg.schedule(
+        job=MODE_JOBS[settings.mode],
+        cron_schedule=check_interval_cron(settings.shortest_interval_ms()),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="The check interval: time rules of the training triggers (and everything else at that moment).",
+    )
+    def training_check(context: dg.ScheduleEvaluationContext):
+        scenarios = context.instance.get_dynamic_partitions(SCENARIOS)
+        states = {s: state_since_training(context.instance, s, settings) for s in scenarios}
+        now_ms = int(context.scheduled_execution_time.timestamp() * 1000)
+        requests, notes = evaluate(context.instance, states, now_ms, settings)
+        for note in notes:
+            context.log.info(note)
+        return requests or dg.SkipReason("no scenario's trigger fires: " + "; ".join(notes or ["nothing new"]))
+
+    return training_trigger, training_check

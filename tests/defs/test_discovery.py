@@ -8,14 +8,15 @@ from pathlib import Path
 import dagster as dg
 
 from swarm_learn_assets.defs import discovery
-from swarm_learn_assets.defs.discovery import discover_sessions
+from swarm_learn_assets.defs.discovery import DiscoverySettings, session_discovery
 from swarm_learn_assets.defs.resources import SwarmData
 
 
-def _tick(instance: dg.DagsterInstance, root: Path, cursor: str | None = None) -> dg.SensorResult:
+def _tick(instance: dg.DagsterInstance, root: Path, cursor: str | None = None,
+          settings: DiscoverySettings = DiscoverySettings()) -> dg.SensorResult:
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
                                       resources={"swarm_data": SwarmData(data_root=str(root))})
-    return discover_sessions(context)
+    return session_discovery(settings)(context)
 
 
 def _apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
@@ -78,7 +79,7 @@ def test_a_tick_with_nothing_new_reads_no_landing_folder(data_root: Path, monkey
         assert scans == [] and _session_runs(quiet) == []
 
 
-def test_a_file_rewritten_in_place_is_found_by_the_periodic_rescan(data_root: Path, monkeypatch):
+def test_a_file_rewritten_in_place_is_found_by_the_periodic_rescan(data_root: Path):
     with dg.instance_for_test() as instance:
         first = _tick(instance, data_root)
         _apply(instance, first)
@@ -87,9 +88,8 @@ def test_a_file_rewritten_in_place_is_found_by_the_periodic_rescan(data_root: Pa
         path = data_root / "landing" / scenario / f"{session_id}.parquet"
         path.write_bytes(path.read_bytes())  # same folder time: only the rescan can see it
         assert _session_runs(_tick(instance, data_root, first.cursor)) == []
-        monkeypatch.setattr(discovery, "RESCAN_SECONDS", 0)
         stat = path.stat()
-        rescanned = _tick(instance, data_root, first.cursor)
+        rescanned = _tick(instance, data_root, first.cursor, DiscoverySettings(rescan_seconds=0))
         assert [(r.partition_key, r.run_key) for r in _session_runs(rescanned)] == [
             (key, discovery.file_run_key(key, stat.st_size, stat.st_mtime_ns))]
 
@@ -104,14 +104,14 @@ def test_sessions_processed_before_the_sensor_saw_them_are_not_run_again(data_ro
     assert _session_runs(_tick(instance, data_root, first.cursor)) == []
 
 
-def test_new_sessions_per_tick_are_capped(data_root: Path, monkeypatch):
-    monkeypatch.setattr(discovery, "MAX_NEW_SESSIONS_PER_TICK", 3)
+def test_new_sessions_per_tick_are_capped(data_root: Path):
+    capped = DiscoverySettings(max_new_sessions_per_tick=3)
     with dg.instance_for_test() as instance:
-        first = _tick(instance, data_root)
+        first = _tick(instance, data_root, settings=capped)
         sessions = [r for r in first.dynamic_partitions_requests if r.partitions_def_name == "sessions"][0]
         assert len(sessions.partition_keys) == 3
         _apply(instance, first)
-        second = _tick(instance, data_root)
+        second = _tick(instance, data_root, settings=capped)
         sessions = [r for r in second.dynamic_partitions_requests if r.partitions_def_name == "sessions"][0]
         assert len(sessions.partition_keys) == 3
         assert not set(sessions.partition_keys) & set(instance.get_dynamic_partitions("sessions"))
@@ -136,9 +136,9 @@ def test_scenario_model_is_requested_once_all_snapshots_exist(data_root: Path):
 
 def _execute(instance: dg.DagsterInstance, request: dg.RunRequest) -> bool:
     """What the daemon does with a run request: a run of the job, tagged with its run key."""
-    from swarm_learn_assets.definitions import defs
+    from swarm_learn_assets.definitions import build_definitions
 
-    result = defs.resolve_job_def(request.job_name).execute_in_process(
+    result = build_definitions().resolve_job_def(request.job_name).execute_in_process(
         instance=instance, partition_key=request.partition_key, raise_on_error=False,
         tags={**request.tags, discovery.RUN_KEY_TAG: request.run_key},
     )  # fmt: skip
