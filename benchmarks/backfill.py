@@ -44,14 +44,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from swarm_learn_assets.core.layout import DataLayout
-from swarm_learn_assets.core.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
-from swarm_learn_assets.core.merge import merge_snapshots
-from swarm_learn_assets.core.names import split_session_key
-from swarm_learn_assets.core.offline import latest_sessions
-from swarm_learn_assets.core.atomic import write_json, write_parquet
-from swarm_learn_assets.core.records import records_from_table
-from swarm_learn_assets.core.schema import (
+from swarm_learn_assets.core.storage.layout import DataLayout
+from swarm_learn_assets.core.episodes.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
+from swarm_learn_assets.core.stats.merge import merge_snapshots
+from swarm_learn_assets.core.storage.names import split_session_key
+from swarm_learn_assets.core.stats.offline import latest_sessions
+from swarm_learn_assets.core.storage.atomic import write_json, write_parquet
+from swarm_learn_assets.core.contract.typed_records import records_from_table
+from swarm_learn_assets.core.contract.schema import (
     COLUMNS,
     KINDS,
     LEARN_STATS_OUTCOMES,
@@ -59,9 +59,9 @@ from swarm_learn_assets.core.schema import (
     REQUIRED_BY_KIND,
     SCHEMA,
 )
-from swarm_learn_assets.core.snapshot import Snapshot, snapshot_rowwise
-from swarm_learn_assets.core.scenario_model import build_model_for_scenario
-from swarm_learn_assets.core.stages import IO_THREADS, process_sessions
+from swarm_learn_assets.core.stats.snapshot import Snapshot, snapshot_rowwise
+from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
+from swarm_learn_assets.core.stages.session_batch import IO_THREADS, process_sessions
 from swarm_learn_assets.simulate import simulate
 
 # Everything the pipeline writes under the data root; removed before each timed run so that every

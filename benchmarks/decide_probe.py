@@ -21,7 +21,7 @@ def probe(model_dir: Path, adapter_dir: Path | None, scenario: str) -> tuple[dic
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from swarm_learn_assets.core.prompts import decide_prompt, parse_decision
+    from swarm_learn_assets.core.llm.prompts import decide_prompt, parse_decision
     from swarm_learn_assets.simulate.swarm import CATALOGUE, HOSTS_PER_FAMILY
     from swarm_learn_assets.training.lora import generate_chat
 
@@ -61,7 +61,7 @@ def main() -> int:
     p.add_argument("--version", help="adapter version (default: the applied one; 'base' for no adapter)")
     args = p.parse_args()
 
-    from swarm_learn_assets.core.layout import DataLayout
+    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.training.base_model import resolve_base_model
     from swarm_learn_assets.training.registry import AdapterRegistry
 

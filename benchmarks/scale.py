@@ -95,7 +95,7 @@ def timed(fn, repeats: int = 5) -> tuple[float, Any]:
 def sensor_ticks(root: Path, home: Path) -> dict[str, float]:
     import dagster as dg
 
-    from swarm_learn_assets.core.trigger_spec import TriggerSettings
+    from swarm_learn_assets.core.triggers.spec import TriggerSettings
     from swarm_learn_assets.defs import triggers
     from swarm_learn_assets.defs.discovery import session_discovery
     from swarm_learn_assets.defs.resources import SwarmData
@@ -170,8 +170,8 @@ def fresh_home(work: Path, name: str, storage: str, postgres, env: dict[str, str
 
 
 def run(storage: str, args: argparse.Namespace, postgres) -> dict[str, Any]:
-    from swarm_learn_assets.core.layout import DataLayout
-    from swarm_learn_assets.core.scenario_model import build_model_for_scenario
+    from swarm_learn_assets.core.storage.layout import DataLayout
+    from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
 
     work = Path(tempfile.mkdtemp(prefix=f"swarm-learn-scale-{storage}-"))
     env = {**os.environ, "SWARM_LEARN_TRIGGERS": ""}

@@ -22,7 +22,7 @@ def measure(events: int, home: Path) -> dict[str, float]:
     os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
-    from swarm_learn_assets.core.trigger_spec import TriggerSettings
+    from swarm_learn_assets.core.triggers.spec import TriggerSettings
     from swarm_learn_assets.defs import triggers
     from swarm_learn_assets.runner import prepare_instance
 

@@ -61,7 +61,7 @@ import torch
 from datasets import Dataset, load_from_disk
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
-from swarm_learn_assets.core.datasets import rows_of_sources, sample_rows
+from swarm_learn_assets.core.llm.dataset_rows import rows_of_sources, sample_rows
 from swarm_learn_assets.training.lora import encode_example, first_adapted_layer
 job = json.loads(Path(sys.argv[1]).read_text())
 s = job["settings"]
@@ -103,8 +103,8 @@ from datasets import Dataset, load_from_disk
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
-from swarm_learn_assets.core.datasets import rows_of_sources, sample_rows
-from swarm_learn_assets.core.gate import GateSettings
+from swarm_learn_assets.core.llm.dataset_rows import rows_of_sources, sample_rows
+from swarm_learn_assets.core.llm.gate import GateSettings
 from swarm_learn_assets.training.lora import evaluate_models, first_adapted_layer
 job = json.loads(Path(sys.argv[1]).read_text())
 s = job["settings"]
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.objectives:
         return objectives(args, defaults)
 
-    from swarm_learn_assets.core.datasets import DEFAULT_TRAIN_ON
-    from swarm_learn_assets.core.layout import DataLayout
-    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.core.llm.dataset_rows import DEFAULT_TRAIN_ON
+    from swarm_learn_assets.core.storage.layout import DataLayout
+    from swarm_learn_assets.core.stages.session_batch import process_sessions
     from swarm_learn_assets.simulate import simulate
     from swarm_learn_assets.training.base_model import resolve_base_model
     from swarm_learn_assets.training.dataset_store import build_scenario_datasets
@@ -236,8 +236,8 @@ def objectives(args: argparse.Namespace, defaults: Any) -> int:
     """SFT vs DPO vs SFT→DPO (vs TRL DPO), and incremental vs from-scratch second rounds, per scenario."""
     import importlib.util
 
-    from swarm_learn_assets.core.layout import DataLayout
-    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.core.storage.layout import DataLayout
+    from swarm_learn_assets.core.stages.session_batch import process_sessions
     from swarm_learn_assets.simulate import simulate
     from swarm_learn_assets.training.base_model import resolve_base_model
     from swarm_learn_assets.training.dataset_store import build_scenario_datasets

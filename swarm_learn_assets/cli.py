@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core.layout import DATA_ROOT_ENV, default_data_root
+from .core.storage.layout import DATA_ROOT_ENV, default_data_root
 from .training.base_model import BASE_MODEL_ENV, DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .core.policy import parse_policy
+    from .core.llm.policy import parse_policy
 
     root = _data_root(args)
     spec = parse_policy(args.policy)
@@ -49,7 +49,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     if args.records_per_session is not None:
         raise ValueError("--records-per-session applies to the scripted policy only")
-    from .core.layout import DataLayout
+    from .core.storage.layout import DataLayout
     from .simulate.policy_run import simulate_with_policy
     from .training.llm_policy import make_policy
 
@@ -71,7 +71,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .core.rust_import import import_jsonl
+    from .core.contract.rust_import import import_jsonl
 
     path = import_jsonl(Path(args.file), _data_root(args), args.scenario, args.session, overwrite=args.overwrite)
     print(f"wrote {path}")
@@ -112,8 +112,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def _print_status(root: Path) -> None:
     """The data table, and the adapter table once any scenario has a dataset or an adapter."""
-    from .core.layout import DataLayout
-    from .core.summary import format_global_model, format_summary, summarize
+    from .core.storage.layout import DataLayout
+    from .core.stats.summary import format_global_model, format_summary, summarize
     from .training.report import adapter_report
 
     rows, layout = summarize(root), DataLayout(root)
@@ -133,9 +133,9 @@ def _print_status(root: Path) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from .core.layout import DataLayout
-    from .core.names import validate_name
-    from .core.query import TimeWindow, format_sessions, query_sessions
+    from .core.storage.layout import DataLayout
+    from .core.storage.names import validate_name
+    from .core.stats.query import TimeWindow, format_sessions, query_sessions
 
     root = _data_root(args)
     validate_name("scenario", args.scenario)
@@ -157,7 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:
-    from .core.layout import DataLayout
+    from .core.storage.layout import DataLayout
     from .training.applicators import make_applicator
     from .training.registry import AdapterRegistry
 
@@ -246,7 +246,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from .core.training_state import explain, quality_window
+    from .core.triggers.state import explain, quality_window
     from .defs import triggers
     from .definitions import Settings
     from .runner import prepare_instance
@@ -269,7 +269,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from .core.layout import DataLayout
+    from .core.storage.layout import DataLayout
     from .runner import TRAINING_ASSETS, materialize
     from .training.dataset_store import untrainable_reason
     from .training.registry import AdapterRegistry

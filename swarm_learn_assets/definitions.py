@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from .core.trigger_spec import TRIGGERS_FILE_ENV, TriggerSettings, load_trigger_settings
+from .core.triggers.spec import TRIGGERS_FILE_ENV, TriggerSettings, load_trigger_settings
 from .defs.cli_logger import cli_logger
 from .defs.datasets import sft_dataset
 from .defs.discovery import DiscoverySettings, session_discovery

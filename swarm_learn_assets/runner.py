@@ -10,10 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from .core.atomic import write_text
-from .core.layout import DATA_ROOT_ENV, DataLayout
-from .core.locks import file_lock, pid_alive
-from .core.names import validate_name
+from .core.storage.atomic import write_text
+from .core.storage.layout import DATA_ROOT_ENV, DataLayout
+from .core.storage.locks import file_lock, pid_alive
+from .core.storage.names import validate_name
 from .defs.failures import root_cause
 from .defs.instance_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_ENV, CachedPostgresEventLogStorage
 from .defs.jobs import SCENARIO_TAG

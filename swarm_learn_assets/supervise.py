@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.locks import pid_alive
+from .core.storage.locks import pid_alive
 
 GRACE_S = 8.0  # dagster dev stops its webserver, daemon and code servers in a few seconds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from swarm_learn_assets.core.locks import all_processes
+from swarm_learn_assets.core.storage.locks import all_processes
 
 
 def descendants(pid: int) -> list[int]:

@@ -1,5 +1,5 @@
 """Crash safety, measured: `swarm-learn materialize` killed with SIGKILL in the middle of a session
-batch and in the middle of training (crash points, core/faults.py), then run again. No partial file
+batch and in the middle of training (crash points, core/storage/faults.py), then run again. No partial file
 is ever visible under a final name, the second run completes, and its outputs equal a clean run's
 byte for byte (adapter folders excepted: a killed training's number is not reused)."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.faults import CRASH_ENV
+from swarm_learn_assets.core.storage.faults import CRASH_ENV
 from swarm_learn_assets.simulate import simulate
 
 from .processes import gone_within, running_in_session

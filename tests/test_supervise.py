@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from swarm_learn_assets.core.locks import pid_alive, proc_stat
+from swarm_learn_assets.core.storage.locks import pid_alive, proc_stat
 
 from .processes import descendants
 

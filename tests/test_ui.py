@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm_learn_assets.core.locks import pid_alive
+from swarm_learn_assets.core.storage.locks import pid_alive
 
 from .processes import descendants
 

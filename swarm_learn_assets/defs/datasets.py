@@ -4,7 +4,7 @@ import statistics
 
 import dagster as dg
 
-from ..core.datasets import DEFAULT_TRAIN_ON, EVAL, TRAIN, DatasetConfig, chat_format_problems
+from ..core.llm.dataset_rows import DEFAULT_TRAIN_ON, EVAL, TRAIN, DatasetConfig, chat_format_problems
 from ..training.dataset_store import build_scenario_datasets
 from .episodes import EPISODES
 from .metadata import markdown_table

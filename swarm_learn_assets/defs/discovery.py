@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.landing_watch import (
+from ..core.storage.landing_watch import (
     LANDING_SUFFIX,
     LandedFile,
     ScenarioWatch,
@@ -23,7 +23,7 @@ from ..core.landing_watch import (
     needs_scan,
     scan_scenario,
 )
-from ..core.layout import DataLayout
+from ..core.storage.layout import DataLayout
 
 from .failures import run_failure_reason
 from .jobs import process_sessions_job, scenario_model_job

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from ..core.layout import DataLayout
-from ..core.stages import EpisodeSummary
-from ..core.task_counts import judged
+from ..core.storage.layout import DataLayout
+from ..core.stages.session_batch import EpisodeSummary
+from ..core.episodes.task_counts import judged
 from .metadata import markdown_table, share
 from .records import RAW_RECORDS
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ..core.layout import DataLayout, default_data_root
+from ..core.storage.layout import DataLayout, default_data_root
 
 if TYPE_CHECKING:
     from ..training.applicators import ModelApplicator

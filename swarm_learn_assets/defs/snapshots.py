@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from ..core.layout import DataLayout
-from ..core.stages import SnapshotSummary
-from ..core.task_counts import judged
+from ..core.storage.layout import DataLayout
+from ..core.stages.session_batch import SnapshotSummary
+from ..core.episodes.task_counts import judged
 from .episodes import EPISODES
 from .metadata import markdown_table
 

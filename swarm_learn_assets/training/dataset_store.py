@@ -17,8 +17,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..core.atomic import make_temp_dir, remove_stale_temps, temp_prefix, write_json
-from ..core.datasets import (
+from ..core.storage.atomic import make_temp_dir, remove_stale_temps, temp_prefix, write_json
+from ..core.llm.dataset_rows import (
     DEFAULT_TRAIN_ON,
     EVAL,
     KNOWN_SOURCES,
@@ -29,8 +29,8 @@ from ..core.datasets import (
     build_training_rows,
     built_sources,
 )
-from ..core.layout import DataLayout
-from ..core.readers import read_decision_records, read_session_actions
+from ..core.storage.layout import DataLayout
+from ..core.storage.readers import read_decision_records, read_session_actions
 
 SFT, DPO = "sft", "dpo"
 

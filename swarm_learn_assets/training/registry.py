@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.atomic import write_json, write_text
-from ..core.names import validate_name
+from ..core.storage.atomic import write_json, write_text
+from ..core.storage.names import validate_name
 from .applicators import ApplicatorError, ModelApplicator
 
 MAX_HISTORY = 5  # the reference ApplierConfig default

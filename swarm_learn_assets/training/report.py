@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.datasets import TASK_DECISION
-from ..core.layout import DataLayout
+from ..core.llm.dataset_rows import TASK_DECISION
+from ..core.storage.layout import DataLayout
 from .registry import AdapterRegistry
 
 

@@ -52,9 +52,9 @@ def build_tiny_model(target: Path, texts: Iterable[str], words: Sequence[str] = 
 def build_tiny_model_for_data(target: Path, data_root: Path) -> Path:
     """A tiny model whose tokenizer is trained on the SFT texts of every scenario under `data_root`
     (so prompts and action names tokenize compactly)."""
-    from ..core.datasets import DatasetConfig, available_actions, build_training_rows
-    from ..core.layout import DataLayout
-    from ..core.readers import read_decision_records
+    from ..core.llm.dataset_rows import DatasetConfig, available_actions, build_training_rows
+    from ..core.storage.layout import DataLayout
+    from ..core.storage.readers import read_decision_records
     from .dataset_store import read_scenario_episodes
 
     layout = DataLayout(Path(data_root))

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from swarm_learn_assets.core.trigger_spec import TriggerSettings
+from swarm_learn_assets.core.triggers.spec import TriggerSettings
 from swarm_learn_assets.definitions import Settings, build_definitions
 from swarm_learn_assets.defs.discovery import DiscoverySettings
 from swarm_learn_assets.testing.definitions_snapshot import describe

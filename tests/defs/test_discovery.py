@@ -118,8 +118,8 @@ def test_new_sessions_per_tick_are_capped(data_root: Path):
 
 
 def test_scenario_model_is_requested_once_all_snapshots_exist(data_root: Path):
-    from swarm_learn_assets.core import stages
-    from swarm_learn_assets.core.layout import DataLayout
+    from swarm_learn_assets.core.stages import session_batch as stages
+    from swarm_learn_assets.core.storage.layout import DataLayout
 
     with dg.instance_for_test() as instance:
         _apply(instance, _tick(instance, data_root))

@@ -128,7 +128,7 @@ def test_materialize_processes_only_new_and_relanded_sessions_unless_asked_for_a
     import os
     import shutil
 
-    from swarm_learn_assets.core.layout import DataLayout
+    from swarm_learn_assets.core.storage.layout import DataLayout
 
     sessions, scenarios, _ = materialize(data_root, log_level="WARNING")
     layout = DataLayout(data_root)

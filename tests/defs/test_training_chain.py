@@ -11,7 +11,7 @@ import pytest
 
 from datasets import load_from_disk
 
-from swarm_learn_assets.core.datasets import rows_of_sources, sample_rows
+from swarm_learn_assets.core.llm.dataset_rows import rows_of_sources, sample_rows
 from swarm_learn_assets.defs.datasets import sft_dataset
 from swarm_learn_assets.defs.resources import AdapterServing, BaseModel, SwarmData
 from swarm_learn_assets.defs.sessions import session_assets

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from swarm_learn_assets.core.trigger_spec import TriggerSettings, TriggerSpecError, load_trigger_settings
+from swarm_learn_assets.core.triggers.spec import TriggerSettings, TriggerSpecError, load_trigger_settings
 from swarm_learn_assets.defs import triggers
 from swarm_learn_assets.runner import materialize
 

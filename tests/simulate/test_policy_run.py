@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.policy import DecideAnswer, OfflinePolicy
-from swarm_learn_assets.core.prompts import decide_prompt, decide_response
-from swarm_learn_assets.core.validation import normalise, validate
+from swarm_learn_assets.core.llm.policy import DecideAnswer, OfflinePolicy
+from swarm_learn_assets.core.llm.prompts import decide_prompt, decide_response
+from swarm_learn_assets.core.contract.validation import normalise, validate
 from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.simulate.policy_run import INVALID_ANSWER, simulate_with_policy
 from swarm_learn_assets.simulate.swarm import CATALOGUE
@@ -108,7 +108,7 @@ def test_policy_sessions_are_appended_after_the_landed_ones_and_never_overwrite(
 
 
 def test_writing_over_a_landed_file_is_refused(tmp_path: Path):
-    from swarm_learn_assets.core.atomic import write_parquet
+    from swarm_learn_assets.core.storage.atomic import write_parquet
 
     path = simulate(tmp_path, scenarios=1, sessions=1, seed=7)[0]
     data = path.read_bytes()

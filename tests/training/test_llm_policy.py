@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from swarm_learn_assets.cli import main
-from swarm_learn_assets.core.layout import DataLayout
-from swarm_learn_assets.core.policy import DecideRequest, PolicyError, parse_policy
-from swarm_learn_assets.core.prompts import decide_response
+from swarm_learn_assets.core.storage.layout import DataLayout
+from swarm_learn_assets.core.llm.policy import DecideRequest, PolicyError, parse_policy
+from swarm_learn_assets.core.llm.prompts import decide_response
 from swarm_learn_assets.serving.llama_cpp import free_port
 from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.simulate.policy_run import simulate_with_policy
@@ -71,7 +71,7 @@ def test_policy_errors_are_one_line(tmp_path: Path, capsys):
 
 
 def test_in_process_base_policy_records_its_answers(tmp_path: Path, monkeypatch):
-    from swarm_learn_assets.core.stages import process_sessions
+    from swarm_learn_assets.core.stages.session_batch import process_sessions
     from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 
     src = tmp_path / "src"
