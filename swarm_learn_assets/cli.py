@@ -318,17 +318,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and Dagster debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--data-root", help=f"data root (default: ${DATA_ROOT_ENV} or ./data)")
-        return p
+    _add_data_commands(sub)
+    _add_service_commands(sub)
+    _add_training_commands(sub)
+    return parser
 
-    def with_asset_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config-json", metavar="JSON",
-                       help='scenario_model\'s and the training assets\' config, as in the UI\'s launchpad, e.g. \'{"sft_dataset": '
-                            '{"train_on": ["task_decision", "task_step", "llm_decision"]}, "lora_adapter": '
-                            '{"max_train_rows": 320}}\'')
 
-    p = with_root(sub.add_parser("simulate", help="write realistic synthetic sessions into landing/"))
+def _with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--data-root", help=f"data root (default: ${DATA_ROOT_ENV} or ./data)")
+    return p
+
+
+def _with_asset_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-json", metavar="JSON",
+                   help='scenario_model\'s and the training assets\' config, as in the UI\'s launchpad, e.g. \'{"sft_dataset": '
+                        '{"train_on": ["task_decision", "task_step", "llm_decision"]}, "lora_adapter": '
+                        '{"max_train_rows": 320}}\'')
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """simulate, import, materialize, query, status: sessions in, pipeline run, what is on disk."""
+    p = _with_root(sub.add_parser("simulate", help="write realistic synthetic sessions into landing/"))
     p.add_argument("--scenarios", type=int, default=3)
     p.add_argument("--sessions", type=int, default=20, help="sessions per scenario")
     p.add_argument("--seed", type=int, default=7)
@@ -339,14 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="for endpoint:URL, the served model name (default: the first /v1/models lists)")
     p.set_defaults(func=cmd_simulate)
 
-    p = with_root(sub.add_parser("import", help="convert Rust FileRecordStore JSON Lines into a landing file"))
+    p = _with_root(sub.add_parser("import", help="convert Rust FileRecordStore JSON Lines into a landing file"))
     p.add_argument("file", help="JSON Lines file, one externally tagged Record per line")
     p.add_argument("--scenario", required=True)
     p.add_argument("--session", required=True, help="session id")
     p.add_argument("--overwrite", action="store_true", help="replace an existing landing file")
     p.set_defaults(func=cmd_import)
 
-    p = with_root(sub.add_parser("materialize", help="register landing sessions and materialize assets in-process"))
+    p = _with_root(sub.add_parser("materialize", help="register landing sessions and materialize assets in-process"))
     p.add_argument("--assets", help="comma-separated, default all: raw_records,episodes,session_snapshot,"
                                     "scenario_model (the data half) and sft_dataset,lora_adapter,applied_adapter "
                                     "(training, one scenario at a time)")
@@ -354,10 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="process every session and scenario again (default: only those whose landing files or "
                         "snapshots changed since their outputs were written)")
-    with_asset_config(p)
+    _with_asset_config(p)
     p.set_defaults(func=cmd_materialize)
 
-    p = with_root(sub.add_parser("query", help="a scenario's sessions over time: time range, episodes, success "
+    p = _with_root(sub.add_parser("query", help="a scenario's sessions over time: time range, episodes, success "
                                                "rate, snapshot (the reference store's query_range / query_latest)"))
     p.add_argument("--scenario", required=True)
     p.add_argument("--since", metavar="T", help="sessions that started at or after T (ISO 8601 or epoch ms)")
@@ -366,10 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_query)
 
-    p = with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
+    p = _with_root(sub.add_parser("status", help="summarise what is on disk per scenario"))
     p.set_defaults(func=cmd_status)
 
-    p = with_root(sub.add_parser("ui", help="the Dagster UI and daemon (sensors, schedules) on ./.dagster_home"))
+
+def _add_service_commands(sub: argparse._SubParsersAction) -> None:
+    """ui and trigger: the Dagster UI with its daemon, and what a training trigger would do."""
+    p = _with_root(sub.add_parser("ui", help="the Dagster UI and daemon (sensors, schedules) on ./.dagster_home"))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
@@ -379,12 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True)
     p.set_defaults(func=cmd_trigger)
 
-    p = with_root(sub.add_parser("train", help="train (and maybe apply) a scenario's adapter now, by hand"))
+
+def _add_training_commands(sub: argparse._SubParsersAction) -> None:
+    """train and adapters: a training by hand, and the adapter versions (apply, roll back, export, serve)."""
+    p = _with_root(sub.add_parser("train", help="train (and maybe apply) a scenario's adapter now, by hand"))
     p.add_argument("--scenario", required=True)
-    with_asset_config(p)
+    _with_asset_config(p)
     p.set_defaults(func=cmd_train)
 
-    p = with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))
+    p = _with_root(sub.add_parser("adapters", help="list, apply or roll back a scenario's LoRA adapters"))
     p.add_argument("action", choices=["list", "apply", "rollback", "export-gguf", "serve", "stop"],
                    help="list; apply/rollback (the `current` pointer, through --applicator); export-gguf (a version "
                         "as adapter.gguf for llama.cpp); serve/stop (a llama-server with the applied adapter)")
@@ -394,7 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to serve it (default: noop, only the `current` pointer moves)")
     p.add_argument("--url", help="the vLLM server, e.g. http://localhost:8000")
     p.set_defaults(func=cmd_adapters)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

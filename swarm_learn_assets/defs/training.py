@@ -13,10 +13,11 @@ from pydantic import Field
 
 from ..core.storage.atomic import write_json, write_text
 from ..core.llm.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
-from ..core.llm.incremental import choose_init
+from ..core.llm.incremental import InitChoice, choose_init
 from ..training.dataset_store import untrainable_reason
 from ..training.lora import LoraSettings
-from ..training.registry import AdapterRegistry
+from ..training.base_model import ResolvedModel
+from ..training.registry import AdapterRegistry, AdapterVersion
 from ..training.train_job import ERROR_FILE
 from .datasets import SFT_DATASET
 from .partitions import scenarios_partitions
@@ -190,25 +191,11 @@ def lora_adapter(
                        manifest["train_sessions"])
     context.log.info(f"{scenario}: {init.reason}")
     version = registry.new_version_dir()
-    settings = config.settings()
-    gate = config.gate()
+    job = _training_job(config, dataset, manifest, model, version.path,
+                        registry.get(init.parent).path if init.parent else None, init, applied)
     try:
-        pipes_subprocess_client.run(
-            command=[sys.executable, "-m", "swarm_learn_assets.training.train_job"],
-            context=context,
-            env=OFFLINE_ENV,
-            extras={"job": {
-                "dataset": str(dataset), "format": config.format, "model_dir": str(model.path),
-                "model_id": model.model_id, "output_dir": str(version.path), "train_on": manifest["train_on"],
-                "init_adapter": str(registry.get(init.parent).path) if init.parent else None,
-                "seen_sessions": list(init.seen_sessions), "replay_fraction": config.replay_fraction,
-                "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
-                "max_train_rows": config.max_train_rows, "max_eval_rows": config.max_eval_rows,
-                "max_new_tokens": config.max_new_tokens,
-                "gate": gate.__dict__, "applied_dir": str(applied.path) if applied else None,
-                "eval_sessions": manifest["eval_sessions"],
-            }},
-        )
+        pipes_subprocess_client.run(command=[sys.executable, "-m", "swarm_learn_assets.training.train_job"],
+                                    context=context, env=OFFLINE_ENV, extras={"job": job})
     except Exception as exc:  # the process failed (dagster raises DagsterPipesExecutionError)
         raise dg.Failure(description=training_failure(scenario, version.path, str(exc)),
                          metadata={"version": version.version, "adapter_path": str(version.path)}) from exc
@@ -232,10 +219,33 @@ def lora_adapter(
     }
     write_json(lineage, version.path / "lineage.json")
     write_text(model_card(scenario, version.version, lineage, metrics, scores), version.path / "README.md")
-    models, verdict = scores["models"], scores["gate"]
+    yield _adapter_result(config, manifest, model.model_id, version, init, applied, metrics, scores)
+
+
+def _training_job(config: LoraConfig, dataset: Path, manifest: dict, model: ResolvedModel, output: Path,
+                  init_adapter: Path | None, init: InitChoice, applied: AdapterVersion | None) -> dict:
+    """What the training process (`training/train_job.py`) is told: data, model, where to start, settings."""
+    settings = config.settings()
+    return {
+        "dataset": str(dataset), "format": config.format, "model_dir": str(model.path),
+        "model_id": model.model_id, "output_dir": str(output), "train_on": manifest["train_on"],
+        "init_adapter": str(init_adapter) if init_adapter else None,
+        "seen_sessions": list(init.seen_sessions), "replay_fraction": config.replay_fraction,
+        "settings": {**settings.__dict__, "target_modules": list(settings.target_modules)},
+        "max_train_rows": config.max_train_rows, "max_eval_rows": config.max_eval_rows,
+        "max_new_tokens": config.max_new_tokens,
+        "gate": config.gate().__dict__, "applied_dir": str(applied.path) if applied else None,
+        "eval_sessions": manifest["eval_sessions"],
+    }
+
+
+def _adapter_result(config: LoraConfig, manifest: dict, model_id: str, version: AdapterVersion, init: InitChoice,
+                    applied: AdapterVersion | None, metrics: dict, scores: dict) -> dg.MaterializeResult:
+    """The version's metadata (training, evaluation per source, lineage) and the gate as a blocking check."""
+    models, verdict, gate = scores["models"], scores["gate"], config.gate()
     source_scores = {f"eval_exact_match_{source}": part["adapter"]["exact_match"]
                      for source, part in scores["by_source"].items()}
-    yield dg.MaterializeResult(
+    return dg.MaterializeResult(
         asset_key=LORA_ADAPTER,
         metadata={
             "version": version.version,
@@ -260,7 +270,7 @@ def lora_adapter(
             "train_rows_new": metrics["new_rows"],
             "train_rows_replayed": metrics["replay_rows"],
             "trained_sessions": dg.MetadataValue.json(manifest["train_sessions"]),
-            "base_model": model.model_id,
+            "base_model": model_id,
             "adapter_path": dg.MetadataValue.path(str(version.path)),
         },
         check_results=[dg.AssetCheckResult(

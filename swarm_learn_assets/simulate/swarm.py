@@ -456,16 +456,7 @@ def simulate_session(
     offset = d.below(len(SELECTION_LOGICS))
     logics = [SELECTION_LOGICS[(w + offset) % len(SELECTION_LOGICS)] for w in range(workers)]
     budget = None if records_per_session is None else max(1, (records_per_session - 2) // workers)
-    plans: list[list[tuple[_Task, int]]] = []
-    outcomes = {"success": 0, "failure": 0, "timeout": 0}
-    for w in range(workers):
-        tasks = _plan_worker(
-            d, spec, session_id, w, max(0.0, min(1.0, skill + LOGIC_SKILL[logics[w]])), tasks_per_worker, budget
-        )
-        for task in tasks:
-            outcomes[task.outcome] += 1
-        plans.append([(task, i) for task in tasks for i in range(len(task.steps))])
-
+    plans, outcomes = _plan_workers(d, spec, session_id, skill, logics, tasks_per_worker, budget)
     total_ticks = max(len(p) for p in plans)
     current_strategy = logics[0]
     visits = failures = llm_calls = advice = 0
@@ -478,40 +469,10 @@ def simulate_session(
             if tick >= len(plan):
                 continue
             task, i = plan[tick]
-            step = task.steps[i]
-            base = dict(
-                kind="action", tick=tick, worker_id=w, task_id=task.task_id, group_id=task.group_id,
-                context=task.context.symptom,
-            )  # fmt: skip
-            clock += d.between(1, 4)
-            out.add(timestamp_ms=clock, action=TICK_START, success=True, duration_ms=0, from_guidance=False, **base)
-            if step.llm is not None:
-                clock += 1
-                call = step.llm
-                out.add(
-                    kind="llm_call", timestamp_ms=clock, worker_id=w, call_type=DECIDE_CALL_TYPE, model=MODEL,
-                    prompt=call.prompt, response=call.response, endpoint=ENDPOINT, latency_ms=call.latency_ms,
-                    error=call.error,
-                )  # fmt: skip
-                clock += call.latency_ms
-                llm_calls += 1
-            clock += 1
-            out.add(
-                timestamp_ms=clock, action=step.action, target=task.context.target, success=step.success,
-                error=step.error, duration_ms=step.duration_ms, selection_logic=logics[w],
-                previous_action=task.steps[i - 1].action if i else None, from_guidance=step.from_guidance, **base,
-            )  # fmt: skip
-            clock += step.duration_ms
+            clock, called = _worker_step(out, d, clock, tick, w, task, i, logics[w])
+            llm_calls += called
             visits += 1
-            failures += not step.success
-            out.add(timestamp_ms=clock, action=TICK_END, success=True, duration_ms=0, from_guidance=False, **base)
-            if i == len(task.steps) - 1 and task.outcome != "timeout":
-                clock += 1
-                ok = task.outcome == "success"
-                out.add(
-                    timestamp_ms=clock, action=DONE, success=ok, error=None if ok else TASK_FAILED,
-                    duration_ms=0, from_guidance=False, previous_action=step.action, **base,
-                )  # fmt: skip
+            failures += not task.steps[i].success
 
     clock += d.between(5, 40)
     stats = {
@@ -531,6 +492,59 @@ def simulate_session(
         total_actions=visits,
     )
     return out.table()
+
+
+def _plan_workers(d: _Draws, spec: ScenarioSpec, session_id: str, skill: float, logics: list[str],
+                  tasks_per_worker: int, budget: int | None) -> tuple[list[list[tuple[_Task, int]]], dict[str, int]]:
+    """Each worker's tasks, drawn up front, as (task, step index) per tick; and the tasks per outcome."""
+    plans: list[list[tuple[_Task, int]]] = []
+    outcomes = {"success": 0, "failure": 0, "timeout": 0}
+    for w, logic in enumerate(logics):
+        tasks = _plan_worker(d, spec, session_id, w, max(0.0, min(1.0, skill + LOGIC_SKILL[logic])), tasks_per_worker,
+                             budget)
+        for task in tasks:
+            outcomes[task.outcome] += 1
+        plans.append([(task, i) for task in tasks for i in range(len(task.steps))])
+    return plans, outcomes
+
+
+def _worker_step(out: _Columns, d: _Draws, clock: int, tick: int, worker: int, task: _Task, i: int,
+                 logic: str) -> tuple[int, bool]:
+    """One worker's step at a tick, as the swarm records it: tick start, the decide call if the LLM
+    chose, the action, tick end, and `done` after a task's last step. Returns the clock after it and
+    whether the LLM was called."""
+    step = task.steps[i]
+    base = dict(
+        kind="action", tick=tick, worker_id=worker, task_id=task.task_id, group_id=task.group_id,
+        context=task.context.symptom,
+    )  # fmt: skip
+    clock += d.between(1, 4)
+    out.add(timestamp_ms=clock, action=TICK_START, success=True, duration_ms=0, from_guidance=False, **base)
+    if step.llm is not None:
+        clock += 1
+        call = step.llm
+        out.add(
+            kind="llm_call", timestamp_ms=clock, worker_id=worker, call_type=DECIDE_CALL_TYPE, model=MODEL,
+            prompt=call.prompt, response=call.response, endpoint=ENDPOINT, latency_ms=call.latency_ms,
+            error=call.error,
+        )  # fmt: skip
+        clock += call.latency_ms
+    clock += 1
+    out.add(
+        timestamp_ms=clock, action=step.action, target=task.context.target, success=step.success,
+        error=step.error, duration_ms=step.duration_ms, selection_logic=logic,
+        previous_action=task.steps[i - 1].action if i else None, from_guidance=step.from_guidance, **base,
+    )  # fmt: skip
+    clock += step.duration_ms
+    out.add(timestamp_ms=clock, action=TICK_END, success=True, duration_ms=0, from_guidance=False, **base)
+    if i == len(task.steps) - 1 and task.outcome != "timeout":
+        clock += 1
+        ok = task.outcome == "success"
+        out.add(
+            timestamp_ms=clock, action=DONE, success=ok, error=None if ok else TASK_FAILED,
+            duration_ms=0, from_guidance=False, previous_action=step.action, **base,
+        )  # fmt: skip
+    return clock, step.llm is not None
 
 
 def check_sizes(seed: int, **counts: int) -> None:

@@ -434,10 +434,7 @@ def train_lora(
     per_epoch = math.ceil(len(units) / settings.batch_size)
     total_steps = max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, total_steps // 10)) * max(0.0, 1 - s / total_steps)
-    )
+    optimizer, scheduler = _optimizer(params, settings.learning_rate, total_steps)
     result = TrainingResult(train_rows=len(units), autocast=str(amp).replace("torch.", "") if amp else "none",
                             objective=objective, init_adapter=str(init_adapter) if init_adapter else None)
     unit_lengths = [max(len(sequences[i][0]) for i in unit) for unit in units]
@@ -451,17 +448,8 @@ def train_lora(
             if prefix is not None:
                 prefix.feed(batch)
             with torch.autocast(device, dtype=amp, enabled=amp is not None):
-                if reference is None:
-                    loss, extra = assistant_loss(model, ids, mask, labels), {}
-                else:
-                    logps = response_logprobs(model, ids, mask, labels)
-                    refs = reference[batch]
-                    loss, accuracy, margin = dpo_loss(logps[0::2], logps[1::2], refs[0::2], refs[1::2],
-                                                      settings.dpo_beta)
-                    extra = {"reward_accuracy": accuracy.item(), "reward_margin": margin.item()}
-                    if settings.dpo_sft_weight:
-                        reply_tokens = (labels[0::2, 1:] != IGNORE).sum(dim=1)
-                        loss = loss - settings.dpo_sft_weight * (logps[0::2] / reply_tokens).mean()
+                loss, extra = _batch_loss(model, ids, mask, labels, None if reference is None else reference[batch],
+                                          settings)
             (loss / settings.gradient_accumulation).backward()
             for key, value in {"loss": loss.item(), **extra}.items():
                 window[key] = window.get(key, 0.0) + value
@@ -478,10 +466,7 @@ def train_lora(
                 micro_at_last_step, window = micro, {}
                 result.steps.append({"step": step, "epoch": epoch + 1, **means, "lr": scheduler.get_last_lr()[0]})
                 if step == 1 or step % max(1, total_steps // 20) == 0 or step == total_steps:
-                    done = int(20 * step / total_steps)
-                    rewards = (f" reward accuracy {means['reward_accuracy']:.2f}" if "reward_accuracy" in means else "")
-                    log(f"[{'#' * done}{'.' * (20 - done)}] step {step}/{total_steps} epoch {epoch + 1} "
-                        f"loss {means['loss']:.4f}{rewards} {result.tokens / (time.perf_counter() - start):.0f} tok/s")
+                    log(_progress(step, total_steps, epoch, means, result.tokens / (time.perf_counter() - start)))
     result.seconds = time.perf_counter() - began
     if prefix is not None:
         prefix.restore()
@@ -490,6 +475,39 @@ def train_lora(
     tokenizer.save_pretrained(output_dir)
     _set_base_model_name(output_dir / "adapter_config.json", model_id)
     return result
+
+
+def _optimizer(params: list, learning_rate: float, total_steps: int) -> tuple[Any, Any]:
+    """AdamW with a linear warm-up over the first tenth of the steps, then a linear decay to zero."""
+    import torch
+
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, total_steps // 10)) * max(0.0, 1 - s / total_steps)
+    )
+    return optimizer, scheduler
+
+
+def _batch_loss(model: Any, ids: Any, mask: Any, labels: Any, reference: Any | None,
+                settings: LoraSettings) -> tuple[Any, dict[str, float]]:
+    """The batch's loss: cross-entropy on the replies (SFT), or — given the reference log-probs of
+    the batch's chosen/rejected pairs — the DPO loss plus `dpo_sft_weight` times the chosen replies'
+    per-token cross-entropy, with the reward accuracy and margin."""
+    if reference is None:
+        return assistant_loss(model, ids, mask, labels), {}
+    logps = response_logprobs(model, ids, mask, labels)
+    loss, accuracy, margin = dpo_loss(logps[0::2], logps[1::2], reference[0::2], reference[1::2], settings.dpo_beta)
+    if settings.dpo_sft_weight:
+        reply_tokens = (labels[0::2, 1:] != IGNORE).sum(dim=1)
+        loss = loss - settings.dpo_sft_weight * (logps[0::2] / reply_tokens).mean()
+    return loss, {"reward_accuracy": accuracy.item(), "reward_margin": margin.item()}
+
+
+def _progress(step: int, total_steps: int, epoch: int, means: dict[str, float], tokens_per_second: float) -> str:
+    done = int(20 * step / total_steps)
+    rewards = f" reward accuracy {means['reward_accuracy']:.2f}" if "reward_accuracy" in means else ""
+    return (f"[{'#' * done}{'.' * (20 - done)}] step {step}/{total_steps} epoch {epoch + 1} "
+            f"loss {means['loss']:.4f}{rewards} {tokens_per_second:.0f} tok/s")
 
 
 def _set_base_model_name(config_file: Path, model_id: str) -> None:

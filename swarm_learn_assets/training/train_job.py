@@ -10,7 +10,6 @@ to the Dagster run. Inputs come as the Pipes extra `job`; outputs are files in t
 from __future__ import annotations
 
 import gc
-import json
 import signal
 import warnings
 from pathlib import Path
@@ -98,11 +97,10 @@ def main() -> None:
     with open_dagster_pipes() as pipes:
         job = pipes.get_extra("job")
         try:
-            summary = run_job(job, pipes.log.info)
+            run_job(job, pipes.log.info)  # what it measured is in the version folder's files
         except Exception as exc:
             (Path(job["output_dir"]) / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}"[:2000])
             raise
-        pipes.report_custom_message(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -48,17 +48,6 @@ class LearnModel(Protocol):
     def convert(self, episode: Episode) -> TrainingData: ...
 
 
-def convert_batch(model: LearnModel, episodes: Iterable[Episode]) -> list[TrainingData]:
-    """Convert what converts; skip the rest, as the reference's default `convert_batch` does."""
-    out = []
-    for episode in episodes:
-        try:
-            out.append(model.convert(episode))
-        except LearnError:
-            continue
-    return out
-
-
 @dataclass
 class WorkerTaskLearn:
     """Per worker, the actions from a task's start up to its `done` event form one episode."""

@@ -66,52 +66,13 @@ def snapshot_rowwise(
     session_id: str,
     ngram_orders: Sequence[int] = DEFAULT_NGRAM_ORDERS,
 ) -> Snapshot:
-    """The snapshot of one session, one record at a time."""
+    """The snapshot of one session, one record at a time: the definition the batched SQL is tested against."""
     orders = check_ngram_orders(ngram_orders)
     ordered = sorted(records, key=lambda r: r.seq if r.seq is not None else -1)
     times = [r.timestamp_ms for r in ordered if r.timestamp_ms is not None]
     snap = empty_snapshot(scenario, session_id, times[0] if times else 0)
-    meta = snap["metadata"]
-
-    transitions: Counter = Counter()
-    grams: Counter = Counter()
-    strategy_episodes: Counter = Counter()
-    for episode in episodes:
-        if episode.learn_model != WORKER_TASK or episode.outcome.is_unknown():
-            continue
-        result = "success" if episode.outcome.is_success() else "failure"
-        meta["total_episodes"] += 1
-        meta[f"{result}_episodes"] += 1
-        actions = episode.decision_actions()
-        for a, b in zip(actions, actions[1:]):
-            transitions[(a, b, result)] += 1
-        for n in orders:
-            for i in range(len(actions) - n + 1):
-                grams[(n, tuple(actions[i : i + n]), result)] += 1
-        if episode.selection_logic() is not None:
-            strategy_episodes[(episode.selection_logic(), result)] += 1
-
-    action_stats: dict[str, Counter] = defaultdict(Counter)
-    contextual: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    strategies: dict[str, Counter] = defaultdict(Counter)
-    last_by_worker: dict[int, str] = {}
-    for record in ordered:
-        if not isinstance(record, ActionRecord) or record.is_system_event():
-            continue
-        result = "successes" if record.success else "failures"
-        meta["total_actions"] += 1
-        stats = action_stats[record.action]
-        stats["visits"] += 1
-        stats[result] += 1
-        stats["total_duration_ms"] += record.duration_ms or 0
-        prev = record.previous_action or last_by_worker.get(record.worker_id)
-        if prev is not None:
-            contextual[(prev, record.action)]["visits"] += 1
-            contextual[(prev, record.action)][result] += 1
-        last_by_worker[record.worker_id] = record.action
-        if record.selection_logic is not None:
-            strategies[record.selection_logic]["visits"] += 1
-            strategies[record.selection_logic][result] += 1
+    transitions, grams, strategy_episodes = _episode_counts(episodes, orders, snap["metadata"])
+    action_stats, contextual, strategies = _action_counts(ordered, snap["metadata"])
     for (strategy, result), count in strategy_episodes.items():
         strategies[strategy][f"episodes_{result}"] += count
 
@@ -141,6 +102,56 @@ def snapshot_rowwise(
         for name, s in sorted(strategies.items())
     ]
     return snap
+
+
+def _episode_counts(episodes: Sequence[Episode], orders: Sequence[int], meta: dict) -> tuple[Counter, Counter, Counter]:
+    """Transitions, n-grams and episodes per strategy of the judged worker-task episodes, each as
+    success or failure by the episode's outcome; the episode totals go into `meta`."""
+    transitions: Counter = Counter()
+    grams: Counter = Counter()
+    strategy_episodes: Counter = Counter()
+    for episode in episodes:
+        if episode.learn_model != WORKER_TASK or episode.outcome.is_unknown():
+            continue
+        result = "success" if episode.outcome.is_success() else "failure"
+        meta["total_episodes"] += 1
+        meta[f"{result}_episodes"] += 1
+        actions = episode.decision_actions()
+        for a, b in zip(actions, actions[1:]):
+            transitions[(a, b, result)] += 1
+        for n in orders:
+            for i in range(len(actions) - n + 1):
+                grams[(n, tuple(actions[i : i + n]), result)] += 1
+        if episode.selection_logic() is not None:
+            strategy_episodes[(episode.selection_logic(), result)] += 1
+    return transitions, grams, strategy_episodes
+
+
+def _action_counts(ordered: Sequence[Record], meta: dict) -> tuple[dict, dict, dict]:
+    """Per action, per (previous action, action) and per selection strategy: visits, successes and
+    failures of the non-system actions in `seq` order; the action total goes into `meta`."""
+    action_stats: dict[str, Counter] = defaultdict(Counter)
+    contextual: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    strategies: dict[str, Counter] = defaultdict(Counter)
+    last_by_worker: dict[int, str] = {}
+    for record in ordered:
+        if not isinstance(record, ActionRecord) or record.is_system_event():
+            continue
+        result = "successes" if record.success else "failures"
+        meta["total_actions"] += 1
+        stats = action_stats[record.action]
+        stats["visits"] += 1
+        stats[result] += 1
+        stats["total_duration_ms"] += record.duration_ms or 0
+        prev = record.previous_action or last_by_worker.get(record.worker_id)
+        if prev is not None:
+            contextual[(prev, record.action)]["visits"] += 1
+            contextual[(prev, record.action)][result] += 1
+        last_by_worker[record.worker_id] = record.action
+        if record.selection_logic is not None:
+            strategies[record.selection_logic]["visits"] += 1
+            strategies[record.selection_logic][result] += 1
+    return action_stats, contextual, strategies
 
 
 # ---------------------------------------------------------------------------------------------

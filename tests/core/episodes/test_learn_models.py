@@ -13,7 +13,6 @@ from swarm_learn_assets.core.episodes.learn_models import (
     WorkerDecisionSequenceLearn,
     WorkerTaskLearn,
     build_dpo_pairs,
-    convert_batch,
     convert_dpo_pair,
     decision_prompt,
 )
@@ -258,16 +257,6 @@ def test_worker_task_convert_refuses_too_few_actions():
     episode = Episode(records=[ActionRecord(1, 0, "done")], outcome=Outcome.success())
     with pytest.raises(LearnError, match="Too few actions"):
         learn.convert(episode)
-
-
-def test_convert_batch_skips_unconvertible():
-    learn = WorkerTaskLearn()
-    good = Episode(
-        records=[ActionRecord(1, 0, "A", seq=1), ActionRecord(2, 0, "done", seq=2)], outcome=Outcome.success()
-    )
-    bad = Episode(records=[ActionRecord(3, 0, "B", seq=3), ActionRecord(4, 0, "done", seq=4)], outcome=Outcome.failure("x"))
-    out = convert_batch(learn, [bad, good, bad])
-    assert [d.episode_id for d in out] == [good.id]
 
 
 # ---------------------------------------------------------------------------------------------
