@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from swarm_learn_assets.cli import main
 
 
@@ -38,7 +40,8 @@ def test_simulate_materialize_status_end_to_end(tmp_path: Path, tiny_model_dir: 
     lines = mat.stdout.splitlines()
     assert lines[0].split()[:4] == ["scenario", "sessions", "records", "quarantined"]
     total = next(line for line in lines if line.startswith("TOTAL")).split()
-    assert total[1] == "6" and int(total[2]) > 0
+    records = sum(pq.read_table(p).num_rows for p in (tmp_path / "data" / "records").rglob("*.parquet"))
+    assert total[1] == "6" and int(total[2]) == records > 0
     assert lines[lines.index(next(line for line in lines if line.startswith("TOTAL"))) + 1].startswith(
         "global model: 2 scenario(s), 6 session(s), ")
     assert (tmp_path / "data" / "models" / "global_model.json").is_file()

@@ -417,19 +417,7 @@ def train_lora(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     amp = autocast_dtype(device)
     began = time.perf_counter()
-    prefix = None
-    if first:
-        prefix = FrozenPrefix(model, first)
-        prefix.compute(model, sequences, pad, device)
-        prefix.activate()
-        log(f"LoRA on layers {first}-{model.config.num_hidden_layers - 1}; frozen layers 0-{first - 1} computed once "
-            f"for {len(sequences)} sequences in {time.perf_counter() - began:.1f} s")
-    reference = None
-    if objective == DPO:
-        model.eval()
-        reference = reference_logprobs(model, sequences, pad, device, amp, prefix).to(device)
-        log(f"reference log-probabilities of {len(units)} pairs computed once "
-            f"({time.perf_counter() - began:.1f} s so far)")
+    prefix, reference = _precompute(model, first, sequences, len(units), pad, device, amp, objective, log)
     rng = random.Random(settings.seed)
     per_epoch = math.ceil(len(units) / settings.batch_size)
     total_steps = max(1, math.ceil(per_epoch * settings.epochs / settings.gradient_accumulation))
@@ -475,6 +463,27 @@ def train_lora(
     tokenizer.save_pretrained(output_dir)
     _set_base_model_name(output_dir / "adapter_config.json", model_id)
     return result
+
+
+def _precompute(model: Any, first: int, sequences: list, pairs: int, pad: int, device: str, amp: Any, objective: str,
+                log: Callable[[str], None]) -> tuple[FrozenPrefix | None, Any | None]:
+    """What stays fixed during training, computed once before the first step: the frozen layers'
+    output for every sequence (when LoRA starts above layer 0), and for DPO the reference
+    log-probabilities of every pair under the model training starts from."""
+    began = time.perf_counter()
+    prefix = None
+    if first:
+        prefix = FrozenPrefix(model, first)
+        prefix.compute(model, sequences, pad, device)
+        prefix.activate()
+        log(f"LoRA on layers {first}-{model.config.num_hidden_layers - 1}; frozen layers 0-{first - 1} computed once "
+            f"for {len(sequences)} sequences in {time.perf_counter() - began:.1f} s")
+    reference = None
+    if objective == DPO:
+        model.eval()
+        reference = reference_logprobs(model, sequences, pad, device, amp, prefix).to(device)
+        log(f"reference log-probabilities of {pairs} pairs computed once ({time.perf_counter() - began:.1f} s so far)")
+    return prefix, reference
 
 
 def _optimizer(params: list, learning_rate: float, total_steps: int) -> tuple[Any, Any]:

@@ -77,13 +77,22 @@ def test_time_rules_fire_from_either_tick(recorded):
     assert all("never trained" in r.tags["swarm-learn/trigger"] for r in requests)
 
 
+def _judged_tasks_on_disk(scenario: str) -> int:
+    """Worker-task episodes with a success, failure or timeout outcome in the scenario's episode files."""
+    import pyarrow.parquet as pq
+
+    folder = Path(os.environ["SWARM_LEARN_DATA"]) / "episodes" / scenario
+    rows = [r for p in folder.glob("*.parquet") for r in pq.read_table(p, columns=["learn_model", "outcome"]).to_pylist()]
+    return sum(r["learn_model"] == "worker_task" and r["outcome"] in ("success", "failure", "timeout") for r in rows)
+
+
 def test_rerunning_the_same_sessions_adds_nothing(recorded):
     """A CLI re-run, a backfill or a retry of sessions already counted: the counts stay."""
     instance, scenarios = recorded
     settings = TriggerSettings(default="never")
     before = _tick(settings, instance)
     counts = {s: triggers.TrainingState.from_json(before.cursor).scenarios[s].episodes for s in scenarios}
-    assert all(n > 0 for n in counts.values())
+    assert counts == {s: _judged_tasks_on_disk(s) for s in scenarios}
     materialize(Path(os.environ["SWARM_LEARN_DATA"]), log_level="WARNING")  # the same sessions again
     after = triggers.TrainingState.from_json(_tick(settings, instance, before.cursor).cursor)
     assert {s: after.scenarios[s].episodes for s in scenarios} == counts
