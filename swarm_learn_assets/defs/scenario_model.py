@@ -6,7 +6,7 @@ import dagster as dg
 from ..core.stats.merge import MergeStrategy
 from ..core.stats.offline import DEFAULT_MAX_SESSIONS
 from ..core.stats.query import TimeWindow
-from ..core.stages.scenario_model import build_global_model, update_scenario_model
+from ..core.stages.scenario_model import build_global_model, build_model_for_scenario
 from .metadata import markdown_table, share
 from .partitions import scenarios_partitions
 from .resources import SwarmData
@@ -40,7 +40,7 @@ def scenario_model(
     layout = swarm_data.layout
     strategy = MergeStrategy.parse(config.merge_strategy)
     window = TimeWindow.parse(config.since, config.until)
-    builds = {s: update_scenario_model(layout, s, strategy, config.max_sessions, window)
+    builds = {s: build_model_for_scenario(layout, s, strategy, config.max_sessions, window)
               for s in context.partition_keys}
     models = {s: b.model for s, b in builds.items()}
     paths, sessions = [], 0

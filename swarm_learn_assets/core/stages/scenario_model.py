@@ -48,22 +48,11 @@ def build_model_for_scenario(
     max_sessions: int = DEFAULT_MAX_SESSIONS,
     window: TimeWindow = TimeWindow(),
     incremental: bool = True,
-) -> dict:
-    """snapshots/<scenario>/* → models/<scenario>/scenario_model.json from the sessions whose time is
-    in `window` (all by default); the model records the window. See `update_scenario_model`."""
-    return update_scenario_model(layout, scenario, strategy, max_sessions, window, incremental).model
-
-
-def update_scenario_model(
-    layout: DataLayout,
-    scenario: str,
-    strategy: MergeStrategy = MergeStrategy(),
-    max_sessions: int = DEFAULT_MAX_SESSIONS,
-    window: TimeWindow = TimeWindow(),
-    incremental: bool = True,
 ) -> ModelBuild:
-    """The scenario model, made by adding the new snapshots to the last model when that gives the
-    same model as merging all of them (see the module docstring), else from every snapshot."""
+    """snapshots/<scenario>/* → models/<scenario>/scenario_model.json from the sessions whose time is
+    in `window` (all by default; the model records the window): made by adding the new snapshots to
+    the last model when that gives the same model as merging all of them (see the module
+    docstring), else — or with `incremental` off — from every snapshot."""
     target, index_path = layout.scenario_model(scenario), layout.merge_index(scenario)
     files = snapshot_files(layout.snapshot_dir(scenario))
     reason = _why_not_incremental(index_path, target, files, strategy, window) if incremental else "asked for"

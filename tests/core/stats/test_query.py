@@ -90,11 +90,11 @@ def test_query_filters_by_session_time_not_by_name(layout):
 
 
 def test_the_scenario_model_is_built_from_its_window_and_records_it(layout):
-    everything = build_model_for_scenario(layout, "db")
+    everything = build_model_for_scenario(layout, "db").model
     assert everything["window"] == {"since_ms": None, "until_ms": None}
     assert everything["merged"]["metadata"]["total_episodes"] == 11
     window = TimeWindow.parse("2025-12-02", None)
-    recent = build_model_for_scenario(layout, "db", window=window)
+    recent = build_model_for_scenario(layout, "db", window=window).model
     assert recent["sessions"] == ["m-middle", "a-newest"]  # by time, not by name
     assert recent["merged"]["metadata"]["total_episodes"] == 6
     assert recent["merged"]["action_stats"][0]["successes"] == 3
