@@ -5,10 +5,10 @@ files to read on every rebuild — and a rebuild follows every batch of new sess
 success-weighted merges are sums in which each snapshot's share depends on it alone, so the model
 is kept current by adding only the new snapshots to the last model. An index in the data root's
 state folder (`layout.merge_index`) says what the model holds: each session's snapshot file (its
-time and size) and the model file it belongs to. The model is rebuilt from every snapshot instead whenever that cannot be
-trusted to give the same bytes: a snapshot rewritten or removed since (a replayed session must
-replace its share, not add to it), another strategy or window, time decay (whose weights shift with
-every session), or a model file that is not the one the index names.
+time and size) and the model file it belongs to. The model is merged from every snapshot instead
+whenever adding cannot be trusted to give the same bytes: a snapshot rewritten or removed since (a
+replayed session must replace its share, not add to it), another strategy or window, time decay
+(whose weights shift with every session), or a model file that is not the one the index names.
 """
 
 from __future__ import annotations
@@ -55,32 +55,17 @@ def build_model_for_scenario(
     docstring), else — or with `incremental` off — from every snapshot."""
     target, index_path = layout.scenario_model(scenario), layout.merge_index(scenario)
     files = snapshot_files(layout.snapshot_dir(scenario))
-    reason = _why_not_incremental(index_path, target, files, strategy, window) if incremental else "asked for"
-    if reason is None:
-        index = json.loads(index_path.read_text())["sessions"]
-        new = _read_snapshots(layout, scenario, sorted(set(files) - set(index)))
-        created = {sid: entry[0] for sid, entry in index.items()}
-        created.update({s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in new})
-        ordered = sorted(created, key=lambda sid: (created[sid], sid))
-        recent_ids = ordered[-max_sessions:] if max_sessions > 0 else []
-        loaded = {s["metadata"]["session_id"]: s for s in new}
-        recent = [loaded.get(sid) or _read_snapshots(layout, scenario, [sid])[0] for sid in recent_ids]
-        orders = dependency_orders(layout, scenario, {sid: created[sid] for sid in recent_ids})
-        model = {
-            "scenario": scenario,
-            "sessions": ordered,
-            "merged": add_to_merged(json.loads(target.read_text())["merged"], new, strategy),
-            "offline_model": analyze(recent, [orders[i] for i in recent_ids if i in orders]),
-        }
-        added = len(new)
+    reason, index = (_last_model_index(index_path, target, files, strategy, window) if incremental
+                     else ("a full merge was asked for", None))
+    if index is not None:
+        model, created, added = _add_new_snapshots(layout, scenario, target, index, files, strategy, max_sessions)
     else:
         snapshots = window.select(_read_snapshots(layout, scenario, sorted(files)))
-        recent = latest_sessions(snapshots, max_sessions)
-        orders = dependency_orders(layout, scenario, {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"]
-                                                      for s in recent})
-        model = build_scenario_model(scenario, snapshots, strategy, max_sessions, orders)
         created = {s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in snapshots}
-        added = len(snapshots)
+        recent = latest_sessions(snapshots, max_sessions)
+        orders = dependency_orders(layout, scenario, {s["metadata"]["session_id"]: created[s["metadata"]["session_id"]]
+                                                      for s in recent})
+        model, added = build_scenario_model(scenario, snapshots, strategy, max_sessions, orders), len(snapshots)
     model["window"] = window.describe()
     remove_stale_temps(target.parent)
     write_json(model, target)
@@ -93,40 +78,63 @@ def build_model_for_scenario(
     return ModelBuild(model, added, reason)
 
 
+def _add_new_snapshots(layout: DataLayout, scenario: str, target: Path, index: dict[str, list[int]],
+                       files: dict[str, tuple[int, int]], strategy: MergeStrategy,
+                       max_sessions: int) -> tuple[dict, dict[str, int], int]:
+    """The last model with the snapshots the index does not hold added; the offline model from the
+    newest `max_sessions` (read again only where not new). Returns (model, session → time, added)."""
+    new = _read_snapshots(layout, scenario, sorted(set(files) - set(index)))
+    created = {sid: entry[0] for sid, entry in index.items()}
+    created.update({s["metadata"]["session_id"]: s["metadata"]["created_at_ms"] for s in new})
+    ordered = sorted(created, key=lambda sid: (created[sid], sid))
+    recent_ids = ordered[-max_sessions:] if max_sessions > 0 else []
+    loaded = {s["metadata"]["session_id"]: s for s in new}
+    recent = [loaded.get(sid) or _read_snapshots(layout, scenario, [sid])[0] for sid in recent_ids]
+    orders = dependency_orders(layout, scenario, {sid: created[sid] for sid in recent_ids})
+    model = {
+        "scenario": scenario,
+        "sessions": ordered,
+        "merged": add_to_merged(json.loads(target.read_text())["merged"], new, strategy),
+        "offline_model": analyze(recent, [orders[i] for i in recent_ids if i in orders]),
+    }
+    return model, created, len(new)
+
+
 def snapshot_files(folder: Path) -> dict[str, tuple[int, int]]:
     """Session id → (modification time ns, size) of each snapshot in `folder`: what says a snapshot
     is still the one a model holds."""
     return {sid: (st.st_mtime_ns, st.st_size) for sid, st in file_stats(folder, SNAPSHOT_SUFFIX).items()}
 
 
-def _why_not_incremental(index_path: Path, target: Path, files: dict[str, tuple[int, int]],
-                         strategy: MergeStrategy, window: TimeWindow) -> str | None:
-    """None when adding the new snapshots to the last model gives the model of all of them; else why not."""
+def _last_model_index(index_path: Path, target: Path, files: dict[str, tuple[int, int]], strategy: MergeStrategy,
+                      window: TimeWindow) -> tuple[str | None, dict[str, list[int]] | None]:
+    """(None, the sessions the last model holds) when adding the new snapshots to it gives the
+    model of all of them; else (why not, None)."""
     if not strategy.additive:
-        return f"{strategy.name} weights change with every session"
+        return f"{strategy.name} weights change with every session", None
     if not window.everything:
-        return "a time window was asked for"
+        return "a time window was asked for", None
     try:
         index = json.loads(index_path.read_text())
         stat = target.stat()
+        sessions = index["sessions"]
     except FileNotFoundError:
-        return "no model with an index of its sessions yet"
-    except (OSError, ValueError) as exc:
-        return f"{index_path.name} unreadable ({exc})"
+        return "no model with an index of its sessions yet", None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{index_path} unreadable ({type(exc).__name__}: {exc})", None
     if index.get("model") != [stat.st_mtime_ns, stat.st_size]:
-        return f"{target.name} was written since its index of sessions"
+        return f"{target.name} was written since its index of sessions", None
     if index.get("strategy") != strategy.describe():
-        return f"the last model was merged with {index.get('strategy')}"
-    changed = [sid for sid, entry in index["sessions"].items() if tuple(entry[1:]) != files.get(sid)]
+        return f"the last model was merged with {index.get('strategy')}", None
+    changed = [sid for sid, entry in sessions.items() if tuple(entry[1:]) != files.get(sid)]
     if changed:
-        return f"{len(changed)} snapshot(s) rewritten or removed since the last model (e.g. {changed[0]})"
-    return None
+        return f"{len(changed)} snapshot(s) rewritten or removed since the last model (e.g. {changed[0]})", None
+    return None, sessions
 
 
 def _read_snapshots(layout: DataLayout, scenario: str, session_ids: Sequence[str]) -> list[Snapshot]:
     folder = layout.snapshot_dir(scenario)
     return [json.loads((folder / f"{sid}{SNAPSHOT_SUFFIX}").read_text()) for sid in session_ids]
-
 
 
 def dependency_orders(layout: DataLayout, scenario: str, created_at: dict[str, int]) -> dict[str, DependencyOrder]:
