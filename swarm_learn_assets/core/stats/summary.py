@@ -71,7 +71,10 @@ def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
             name: [pq.ParquetFile(folder / f"{name}{suffix}").metadata.num_rows] for name in new}
         fresh[area].update({name: files[name] + counts[name] for name in new})
     if fresh != cache:
-        write_json(fresh, cache_path)
+        try:
+            write_json(fresh, cache_path)
+        except OSError:  # a read-only data root: `status` still answers, only slower next time
+            pass
     episodes = fresh["episodes"].values()
     quarantine = layout.folder("quarantine", scenario)
     return ScenarioSummary(
