@@ -33,8 +33,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,13 +44,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from swarm_learn_assets.core.storage.layout import DataLayout
-from swarm_learn_assets.core.episodes.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
-from swarm_learn_assets.core.stats.merge import merge_snapshots
-from swarm_learn_assets.core.storage.names import split_session_key
-from swarm_learn_assets.core.stats.offline import latest_sessions
-from swarm_learn_assets.core.storage.atomic import write_json, write_parquet
-from swarm_learn_assets.core.contract.typed_records import records_from_table
 from swarm_learn_assets.core.contract.schema import (
     COLUMNS,
     KINDS,
@@ -59,9 +52,16 @@ from swarm_learn_assets.core.contract.schema import (
     REQUIRED_BY_KIND,
     SCHEMA,
 )
-from swarm_learn_assets.core.stats.snapshot import Snapshot, snapshot_rowwise
+from swarm_learn_assets.core.contract.typed_records import records_from_table
+from swarm_learn_assets.core.episodes.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
 from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
 from swarm_learn_assets.core.stages.session_batch import IO_THREADS, process_sessions
+from swarm_learn_assets.core.stats.merge import merge_snapshots
+from swarm_learn_assets.core.stats.offline import latest_sessions
+from swarm_learn_assets.core.stats.snapshot import Snapshot, snapshot_rowwise
+from swarm_learn_assets.core.storage.atomic import write_json, write_parquet
+from swarm_learn_assets.core.storage.layout import DataLayout
+from swarm_learn_assets.core.storage.names import split_session_key
 from swarm_learn_assets.simulate import simulate
 
 # Everything the pipeline writes under the data root; removed before each timed run so that every

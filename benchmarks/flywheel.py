@@ -29,8 +29,8 @@ TARGETS = {"current": 0.9, "base": 0.2, "round2_slack": 0.05}
 
 
 def _run_policy(root: Path, policy: str, scenarios: int, sessions: int, seed: int) -> dict:
-    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.core.llm.policy import parse_policy
+    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.simulate.policy_run import simulate_with_policy
     from swarm_learn_assets.training.llm_policy import make_policy
 

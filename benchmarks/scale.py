@@ -170,8 +170,8 @@ def fresh_home(work: Path, name: str, storage: str, postgres, env: dict[str, str
 
 
 def run(storage: str, args: argparse.Namespace, postgres) -> dict[str, Any]:
-    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
+    from swarm_learn_assets.core.storage.layout import DataLayout
 
     work = Path(tempfile.mkdtemp(prefix=f"swarm-learn-scale-{storage}-"))
     env = {**os.environ, "SWARM_LEARN_TRIGGERS": ""}

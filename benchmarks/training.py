@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         return objectives(args, defaults)
 
     from swarm_learn_assets.core.llm.dataset_rows import DEFAULT_TRAIN_ON
-    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.core.stages.session_batch import process_sessions
+    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.simulate import simulate
     from swarm_learn_assets.training.base_model import resolve_base_model
     from swarm_learn_assets.training.dataset_store import build_scenario_datasets
@@ -236,8 +236,8 @@ def objectives(args: argparse.Namespace, defaults: Any) -> int:
     """SFT vs DPO vs SFT→DPO (vs TRL DPO), and incremental vs from-scratch second rounds, per scenario."""
     import importlib.util
 
-    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.core.stages.session_batch import process_sessions
+    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.simulate import simulate
     from swarm_learn_assets.training.base_model import resolve_base_model
     from swarm_learn_assets.training.dataset_store import build_scenario_datasets

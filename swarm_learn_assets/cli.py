@@ -112,8 +112,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def _print_status(root: Path) -> None:
     """The data table, and the adapter table once any scenario has a dataset or an adapter."""
-    from .core.storage.layout import DataLayout
     from .core.stats.summary import format_global_model, format_summary, summarize
+    from .core.storage.layout import DataLayout
     from .training.report import adapter_report
 
     rows, layout = summarize(root), DataLayout(root)
@@ -133,9 +133,9 @@ def _print_status(root: Path) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from .core.stats.query import TimeWindow, format_sessions, query_sessions
     from .core.storage.layout import DataLayout
     from .core.storage.names import validate_name
-    from .core.stats.query import TimeWindow, format_sessions, query_sessions
 
     root = _data_root(args)
     validate_name("scenario", args.scenario)
@@ -247,8 +247,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from .core.triggers.state import explain, quality_window
-    from .defs import triggers
     from .definitions import Settings
+    from .defs import triggers
     from .runner import prepare_instance
 
     instance = prepare_instance()

@@ -32,8 +32,8 @@ def data_root(tmp_path: Path, small_landing: Path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny base model whose tokenizer knows the simulated scenarios' texts."""
-    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.core.stages.session_batch import process_sessions
+    from swarm_learn_assets.core.storage.layout import DataLayout
     from swarm_learn_assets.simulate import simulate
     from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 

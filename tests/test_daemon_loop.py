@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.core.stages.session_batch import process_sessions
+from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.training.tiny_model import build_tiny_model_for_data
 

@@ -24,11 +24,10 @@ from ..core.storage.landing_watch import (
     scan_scenario,
 )
 from ..core.storage.layout import DataLayout
-
 from .failures import run_failure_reason
 from .jobs import process_sessions_job, scenario_model_job
-from .records import RAW_RECORDS
 from .partitions import SCENARIOS, SESSIONS
+from .records import RAW_RECORDS
 from .resources import SwarmData
 
 # The run tags with which Dagster hands a partition range to one run (as backfills do).

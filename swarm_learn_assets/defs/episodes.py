@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from ..core.storage.layout import DataLayout
-from ..core.stages.session_batch import EpisodeSummary
 from ..core.episodes.task_counts import judged
+from ..core.stages.session_batch import EpisodeSummary
+from ..core.storage.layout import DataLayout
 from .metadata import markdown_table, share
 from .records import RAW_RECORDS
 
@@ -25,13 +25,14 @@ episodes_spec = dg.AssetSpec(
 def episodes_result(layout: DataLayout, summary: EpisodeSummary) -> dg.MaterializeResult:
     """Counts, outcome breakdown, success rate and a preview; the unique-id check blocks downstream."""
     outcomes = summary.task_outcomes
+    judged_episodes, judged_successes = judged(outcomes)
     duplicates = summary.duplicates
     return dg.MaterializeResult(
         asset_key=EPISODES,
         metadata={
             "dagster/row_count": summary.rows,
             "worker_task_outcomes": dg.MetadataValue.json(dict(sorted(outcomes.items()))),
-            "success_rate": share(judged(outcomes)[1], judged(outcomes)[0]),
+            "success_rate": share(judged_successes, judged_episodes),
             # The whole batch's counts (the same on each of its partitions), for people; the
             # training triggers count the per-session observations instead.
             "episodes_by_scenario": dg.MetadataValue.json(summary.judged_by_scenario()),

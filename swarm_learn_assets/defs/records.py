@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from ..core.storage.layout import DataLayout
 from ..core.stages.session_batch import SessionIngest
+from ..core.storage.layout import DataLayout
 from .metadata import markdown_table, share
 
 RAW_RECORDS = dg.AssetKey("raw_records")

@@ -3,10 +3,10 @@ scenario model → the global model."""
 
 import dagster as dg
 
+from ..core.stages.scenario_model import build_global_model, build_model_for_scenario
 from ..core.stats.merge import MergeStrategy
 from ..core.stats.offline import DEFAULT_MAX_SESSIONS
 from ..core.stats.query import TimeWindow
-from ..core.stages.scenario_model import build_global_model, build_model_for_scenario
 from .metadata import markdown_table, share
 from .partitions import scenarios_partitions
 from .resources import SwarmData

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from ..core.stages.session_batch import EPISODES, RECORDS, SNAPSHOTS, SessionSettings, process_sessions
 from ..core.episodes.task_counts import count_task_outcomes
+from ..core.stages.session_batch import EPISODES, RECORDS, SNAPSHOTS, SessionSettings, process_sessions
 from .episodes import TASK_EPISODES, TASK_SUCCESSES, UNIQUE_IDS_CHECK, episodes_result, episodes_spec
 from .partitions import SESSION_BACKFILL, sessions_partitions
 from .records import QUARANTINE_CHECK, raw_records_result, raw_records_spec

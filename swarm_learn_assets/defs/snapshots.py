@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from ..core.storage.layout import DataLayout
-from ..core.stages.session_batch import SnapshotSummary
 from ..core.episodes.task_counts import judged
+from ..core.stages.session_batch import SnapshotSummary
+from ..core.storage.layout import DataLayout
 from .episodes import EPISODES
 from .metadata import markdown_table
 

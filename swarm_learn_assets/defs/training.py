@@ -11,12 +11,12 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from ..core.storage.atomic import write_json, write_text
 from ..core.llm.gate import DEFAULT_GATE_ALPHA, DEFAULT_MIN_EXACT_MATCH, GateSettings
 from ..core.llm.incremental import InitChoice, choose_init
+from ..core.storage.atomic import write_json, write_text
+from ..training.base_model import ResolvedModel
 from ..training.dataset_store import untrainable_reason
 from ..training.lora import LoraSettings
-from ..training.base_model import ResolvedModel
 from ..training.registry import AdapterRegistry, AdapterVersion
 from ..training.train_job import ERROR_FILE
 from .datasets import SFT_DATASET

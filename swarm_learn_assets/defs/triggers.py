@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ..core.storage.locks import file_lock
 from ..core.triggers.spec import TriggerSettings, check_interval_cron
 from ..core.triggers.state import (
     ScenarioState,
@@ -25,7 +26,6 @@ from ..core.triggers.state import (
     fold_session_counts,
     quality_window,
 )
-from ..core.storage.locks import file_lock
 from .episodes import EPISODES, TASK_EPISODES, TASK_SUCCESSES
 from .jobs import MODE_JOBS, SCENARIO_TAG
 from .partitions import SCENARIOS

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from swarm_learn_assets.core.storage.atomic import write_parquet
-from swarm_learn_assets.core.storage.names import validate_name
+from swarm_learn_assets.core.contract.schema import DONE, TICK_END, TICK_START
 from swarm_learn_assets.core.llm.policy import DecideRequest, DecisionPolicy
 from swarm_learn_assets.core.llm.prompts import DECIDE_CALL_TYPE
-from swarm_learn_assets.core.contract.schema import DONE, TICK_END, TICK_START
+from swarm_learn_assets.core.storage.atomic import write_parquet
+from swarm_learn_assets.core.storage.names import validate_name
 
 from .swarm import (
     ACTION_MEDIAN_MS,

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from swarm_learn_assets.core.contract.schema import COLUMNS, DONE, SCHEMA, TICK_END, TICK_START
+from swarm_learn_assets.core.llm.prompts import DECIDE_CALL_TYPE, decide_prompt, decide_response
 from swarm_learn_assets.core.storage.atomic import write_parquet
 from swarm_learn_assets.core.storage.names import validate_name
-from swarm_learn_assets.core.llm.prompts import DECIDE_CALL_TYPE, decide_prompt, decide_response
-from swarm_learn_assets.core.contract.schema import COLUMNS, DONE, SCHEMA, TICK_END, TICK_START
 
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: fixed, so output never depends on when it ran.
 DAY_MS = 86_400_000

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import requests
 
-from ..core.storage.atomic import write_json
 from ..core.llm.prompts import SMOKE_PROMPT
+from ..core.storage.atomic import write_json
 
 
 class ApplicatorError(RuntimeError):
@@ -136,8 +136,13 @@ class BlueGreenLlamaCpp:
 
     def apply(self, scenario: str, version: str, adapter_dir: Path, previous: str | None) -> list[str]:
         from ..serving.llama_cpp import (
-            ADAPTER_GGUF, LlamaCppError, export_adapter_gguf, is_llama_server, llama_server_binary,
-            start_llama_server, stop_server,
+            ADAPTER_GGUF,
+            LlamaCppError,
+            export_adapter_gguf,
+            is_llama_server,
+            llama_server_binary,
+            start_llama_server,
+            stop_server,
         )  # fmt: skip
         from .base_model import BaseModelError, base_gguf, resolve_base_model
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..core.storage.atomic import make_temp_dir, remove_stale_temps, temp_prefix, write_json
 from ..core.llm.dataset_rows import (
     DEFAULT_TRAIN_ON,
     EVAL,
@@ -29,6 +28,7 @@ from ..core.llm.dataset_rows import (
     build_training_rows,
     built_sources,
 )
+from ..core.storage.atomic import make_temp_dir, remove_stale_temps, temp_prefix, write_json
 from ..core.storage.layout import DataLayout
 from ..core.storage.readers import read_decision_records, read_session_actions
 

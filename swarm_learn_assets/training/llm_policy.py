@@ -16,8 +16,8 @@ from pathlib import Path
 
 import requests
 
-from ..core.storage.layout import DataLayout
 from ..core.llm.policy import DecideAnswer, DecideRequest, DecisionPolicy, OfflinePolicy, PolicyError, PolicySpec
+from ..core.storage.layout import DataLayout
 from .registry import AdapterRegistry
 
 DECIDE_MAX_NEW_TOKENS = 32  # `{"action": "RestoreBackup", "target": "db-analytics-16"}` is 20 tokens

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.storage.faults import TRAIN_STEP, crash_point
 from ..core.llm.gate import GateSettings, decide_gate
 from ..core.llm.prompts import Score, score_answer
 from ..core.llm.training_data import DPO, SFT, preference_chats
+from ..core.storage.faults import TRAIN_STEP, crash_point
 
 # Attention and MLP projections of Llama-family models. Never embeddings or lm_head: adapters on
 # them cannot be converted to GGUF for llama.cpp.

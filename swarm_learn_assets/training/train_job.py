@@ -15,11 +15,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..core.storage.atomic import write_json
 from ..core.llm.dataset_rows import rows_of_sources, sample_rows
 from ..core.llm.gate import GateSettings
 from ..core.llm.incremental import select_training_rows
 from ..core.llm.training_data import DPO, SFT
+from ..core.storage.atomic import write_json
 from .lora import LoraSettings, evaluate_models, train_lora
 
 

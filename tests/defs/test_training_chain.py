@@ -8,7 +8,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from datasets import load_from_disk
 
 from swarm_learn_assets.core.llm.dataset_rows import rows_of_sources, sample_rows

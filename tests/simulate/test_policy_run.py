@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from swarm_learn_assets.core.contract.validation import normalise, validate
 from swarm_learn_assets.core.llm.policy import DecideAnswer, OfflinePolicy
 from swarm_learn_assets.core.llm.prompts import decide_prompt, decide_response
-from swarm_learn_assets.core.contract.validation import normalise, validate
 from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.simulate.policy_run import INVALID_ANSWER, simulate_with_policy
 from swarm_learn_assets.simulate.swarm import CATALOGUE

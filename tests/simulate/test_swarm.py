@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.storage.names import NAME_PATTERN
 from swarm_learn_assets.core.contract.schema import DONE, SCHEMA, SYSTEM_EVENTS, TICK_END, TICK_START
+from swarm_learn_assets.core.storage.names import NAME_PATTERN
 from swarm_learn_assets.simulate import simulate
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from swarm_learn_assets.core.llm.dataset_rows import DatasetConfig
-from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.core.stages.session_batch import process_sessions
+from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.training.dataset_store import build_scenario_datasets
 
 

@@ -5,6 +5,7 @@ held-out sessions. Slow (minutes on 2 CPU cores): `pytest -m slow`."""
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from swarm_learn_assets.training.base_model import DEFAULT_MODEL_ID, resolve_base_model

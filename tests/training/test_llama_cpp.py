@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from swarm_learn_assets.cli import main
-from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.core.llm.policy import parse_policy
+from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.serving.llama_cpp import (
     ADAPTER_GGUF,
     export_adapter_gguf,

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from swarm_learn_assets.cli import main
-from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.core.llm.policy import DecideRequest, PolicyError, parse_policy
 from swarm_learn_assets.core.llm.prompts import decide_response
+from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.serving.llama_cpp import free_port
 from swarm_learn_assets.simulate import simulate
 from swarm_learn_assets.simulate.policy_run import simulate_with_policy

@@ -14,10 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from swarm_learn_assets.core.contract.schema import BOOL, COLUMNS, DOUBLE, INT, SCHEMA, STRING, STRING_LIST
 from swarm_learn_assets.core.storage.atomic import write_parquet
 from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.core.storage.names import session_partition_key
-from swarm_learn_assets.core.contract.schema import BOOL, COLUMNS, DOUBLE, INT, SCHEMA, STRING, STRING_LIST
 
 # Rust variant tag -> landing kind.
 KIND_BY_TAG: dict[str, str] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from .outcome import Outcome
 from ..contract.typed_records import ActionRecord
+from .outcome import Outcome
 
 
 def episode_id(scenario: str, session_id: str, learn_model: str, worker_id: int | None, first_seq: int | None) -> str:

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .episode import episode_id
-from .learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
 from ..contract.schema import DONE, SYSTEM_EVENTS
 from ..storage.names import SESSION_KEY
+from .episode import episode_id
+from .learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
 
 EPISODE_SCHEMA = pa.schema(
     [

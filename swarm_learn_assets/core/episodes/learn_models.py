@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .episode import Episode
-from .outcome import Outcome
+from ..contract.schema import SYSTEM_EVENTS
 from ..contract.typed_records import ActionRecord, Record, RecordStream
 from ..llm.prompts import (
     DECISION_SYSTEM_PROMPT,
@@ -23,8 +22,9 @@ from ..llm.prompts import (
     task_prompt,
     task_response,
 )
-from ..contract.schema import SYSTEM_EVENTS
 from ..llm.training_data import TrainingData
+from .episode import Episode
+from .outcome import Outcome
 
 WORKER_TASK = "worker_task"
 WORKER_DECISION_SEQUENCE = "worker_decision_sequence"

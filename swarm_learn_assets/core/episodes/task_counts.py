@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..storage.layout import DataLayout
+from ..storage.readers import existing_files, read_session_files
 from .learn_models import WORKER_TASK
 from .outcome import FAILURE, SUCCESS, TIMEOUT
-from ..storage.readers import existing_files, read_session_files
 
 JUDGED_OUTCOMES = (SUCCESS, FAILURE, TIMEOUT)
 # The same rules as SQL conditions over an episode table, for DuckDB scans.

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract.schema import SYSTEM_EVENTS
+from ..contract.typed_records import ActionRecord
 from ..episodes.episode import Episode
 from ..episodes.learn_models import (
     WORKER_DECISION_SEQUENCE,
@@ -39,8 +41,6 @@ from .prompts import (
     decision_prompt,
     decision_response,
 )
-from ..contract.typed_records import ActionRecord
-from ..contract.schema import SYSTEM_EVENTS
 from .training_data import TrainingData
 
 TRAIN, EVAL = "train", "eval"

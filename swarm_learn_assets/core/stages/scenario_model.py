@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from ..storage.atomic import remove_stale_temps, write_json
-from ..storage.layout import DataLayout, file_stats
 from ..stats.merge import MergeStrategy, add_to_merged, merge_scenario_models
-from ..storage.names import SESSION_KEY, session_partition_key, split_session_key
 from ..stats.offline import DEFAULT_MAX_SESSIONS, DependencyOrder, analyze, build_scenario_model, latest_sessions
 from ..stats.query import TimeWindow
-from ..storage.readers import existing_files, read_session_files
 from ..stats.snapshot import Snapshot
+from ..storage.atomic import remove_stale_temps, write_json
+from ..storage.layout import DataLayout, file_stats
+from ..storage.names import SESSION_KEY, session_partition_key, split_session_key
+from ..storage.readers import existing_files, read_session_files
 
 SNAPSHOT_SUFFIX = ".json"
 

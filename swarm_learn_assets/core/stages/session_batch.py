@@ -17,16 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage.atomic import remove_stale_temps, write_json, write_parquet
+from ..contract.schema import COLUMNS, REJECT_REASON, SOURCE_ROW
+from ..contract.validation import LandingFileError, NormalisedSession, normalise, read_landing, validate
 from ..episodes.episode_table import EPISODE_SCHEMA, build_episode_table
-from ..storage.layout import DataLayout
 from ..episodes.learn_models import WORKER_TASK
+from ..episodes.task_counts import task_counts_by_session, task_outcomes
+from ..stats.snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
+from ..storage.atomic import remove_stale_temps, write_json, write_parquet
+from ..storage.layout import DataLayout
 from ..storage.names import SESSION_KEY, split_session_key
 from ..storage.readers import RECORD_COLUMNS_FOR_STATS, existing_files, read_episodes, read_records
-from ..contract.schema import COLUMNS, REJECT_REASON, SOURCE_ROW
-from ..stats.snapshot import DEFAULT_NGRAM_ORDERS, Snapshot, build_snapshots, check_ngram_orders
-from ..episodes.task_counts import task_counts_by_session, task_outcomes
-from ..contract.validation import LandingFileError, NormalisedSession, normalise, read_landing, validate
 
 Write = Callable[[], object]  # one file written (or removed), run in the background
 

@@ -15,10 +15,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ..contract.schema import SYSTEM_EVENTS
+from ..contract.typed_records import ActionRecord, Record
 from ..episodes.episode import Episode
 from ..episodes.learn_models import WORKER_TASK
-from ..contract.typed_records import ActionRecord, Record
-from ..contract.schema import SYSTEM_EVENTS
 from ..storage.names import SESSION_KEY
 
 SNAPSHOT_VERSION = 1

@@ -10,10 +10,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from ..episodes.task_counts import JUDGED_TASK_SQL, SUCCESS_TASK_SQL
 from ..storage.atomic import write_json
 from ..storage.layout import LANDING_SUFFIX, DataLayout, file_stats, file_times
 from ..storage.names import NAME_PATTERN
-from ..episodes.task_counts import JUDGED_TASK_SQL, SUCCESS_TASK_SQL
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..contract.schema import COLUMNS
 from ..episodes.episode_table import EPISODE_SCHEMA
 from .layout import DataLayout
 from .names import SESSION_KEY, session_partition_key, split_session_key
-from ..contract.schema import COLUMNS
 
 
 def read_session_files(paths: dict[str, Path], columns: Sequence[str], where: str = "") -> pa.Table:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from ..storage.names import split_session_key
-
 from .rules import (
     AndTrigger,
     CountTrigger,

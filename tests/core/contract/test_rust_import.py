@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.storage.names import InvalidNameError
 from swarm_learn_assets.core.contract.rust_import import RecordImportError, import_jsonl, records_from_jsonl
 from swarm_learn_assets.core.contract.schema import SCHEMA
+from swarm_learn_assets.core.storage.names import InvalidNameError
 
 ACTION = {
     "task_id": "6f1c9a2e-0d4b-4c55-9a53-6f3c2a1b0e77",

@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from swarm_learn_assets.core.contract.schema import COLUMNS, REJECT_REASON, SOURCE_ROW
-from swarm_learn_assets.core.storage.names import SESSION_KEY
 from swarm_learn_assets.core.contract.validation import (
     TYPE_ERROR,
     LandingFileError,
@@ -17,6 +16,7 @@ from swarm_learn_assets.core.contract.validation import (
     read_landing,
     validate,
 )
+from swarm_learn_assets.core.storage.names import SESSION_KEY
 
 KEY = "sc.s1"
 

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
+from swarm_learn_assets.core.contract.typed_records import ActionRecord, LlmCallRecord
 from swarm_learn_assets.core.episodes.episode import Episode, episode_id
 from swarm_learn_assets.core.episodes.outcome import Outcome
-from swarm_learn_assets.core.contract.typed_records import ActionRecord, LlmCallRecord
 
 
 def make_action(tick: int, worker_id: int, action: str, success: bool = True, seq: int | None = None) -> ActionRecord:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from swarm_learn_assets.core.contract.schema import COLUMNS
+from swarm_learn_assets.core.contract.typed_records import records_from_table
 from swarm_learn_assets.core.episodes.episode_table import EPISODE_SCHEMA, build_episode_table
 from swarm_learn_assets.core.episodes.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
-from swarm_learn_assets.core.contract.typed_records import records_from_table
-from swarm_learn_assets.core.contract.schema import COLUMNS
 from swarm_learn_assets.core.storage.names import SESSION_KEY
 
 

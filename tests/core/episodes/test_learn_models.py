@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from swarm_learn_assets.core.contract.typed_records import (
+    ActionRecord,
+    DependencyGraphRecord,
+    LearnStatsRecord,
+    LlmCallRecord,
+    RecordStream,
+    StrategyAdviceRecord,
+    worker_id_of,
+)
 from swarm_learn_assets.core.episodes.episode import Episode
 from swarm_learn_assets.core.episodes.learn_models import (
     DECISION_SYSTEM_PROMPT,
@@ -17,15 +26,6 @@ from swarm_learn_assets.core.episodes.learn_models import (
     decision_prompt,
 )
 from swarm_learn_assets.core.episodes.outcome import Outcome
-from swarm_learn_assets.core.contract.typed_records import (
-    ActionRecord,
-    DependencyGraphRecord,
-    LearnStatsRecord,
-    LlmCallRecord,
-    RecordStream,
-    StrategyAdviceRecord,
-    worker_id_of,
-)
 
 
 def make_action(tick: int, worker_id: int, action: str, success: bool = True, **kw) -> ActionRecord:

@@ -8,6 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
+from swarm_learn_assets.core.episodes.learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
 from swarm_learn_assets.core.llm.dataset_rows import (
     EVAL,
     LLM_DECISION,
@@ -23,11 +24,10 @@ from swarm_learn_assets.core.llm.dataset_rows import (
     sample_rows,
     split_of,
 )
-from swarm_learn_assets.core.storage.layout import DataLayout
-from swarm_learn_assets.core.episodes.learn_models import WORKER_DECISION_SEQUENCE, WORKER_TASK
 from swarm_learn_assets.core.llm.prompts import DECISION_SYSTEM_PROMPT, parse_decision, parse_sequence
-from swarm_learn_assets.core.storage.readers import read_decision_records, read_session_actions
 from swarm_learn_assets.core.stages.session_batch import process_sessions
+from swarm_learn_assets.core.storage.layout import DataLayout
+from swarm_learn_assets.core.storage.readers import read_decision_records, read_session_actions
 
 SYSTEM_EVENTS = ("tick_start", "tick_end", "done")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from swarm_learn_assets.core.storage.layout import DataLayout
-from swarm_learn_assets.core.stats.merge import MergeStrategy
-from swarm_learn_assets.core.stats.query import TimeWindow
 from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
 from swarm_learn_assets.core.stages.session_batch import process_sessions
+from swarm_learn_assets.core.stats.merge import MergeStrategy
+from swarm_learn_assets.core.stats.query import TimeWindow
+from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.simulate import simulate
 
 SCENARIO = "troubleshooting"

@@ -7,12 +7,12 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.stages import session_batch as stages
-from swarm_learn_assets.core.storage.layout import DataLayout
-from swarm_learn_assets.core.episodes.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
-from swarm_learn_assets.core.storage.names import split_session_key
 from swarm_learn_assets.core.contract.typed_records import records_from_table
+from swarm_learn_assets.core.episodes.learn_models import WorkerDecisionSequenceLearn, WorkerTaskLearn
+from swarm_learn_assets.core.stages import session_batch as stages
 from swarm_learn_assets.core.stats.snapshot import snapshot_rowwise
+from swarm_learn_assets.core.storage.layout import DataLayout
+from swarm_learn_assets.core.storage.names import split_session_key
 
 
 @pytest.fixture

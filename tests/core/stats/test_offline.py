@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-
 from swarm_learn_assets.core.stats.merge import MergeStrategy
 from swarm_learn_assets.core.stats.offline import (
     DependencyOrder,

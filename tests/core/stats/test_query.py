@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.storage.layout import DataLayout
+from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
 from swarm_learn_assets.core.stats.query import TimeWindow, format_sessions, parse_time, query_sessions
 from swarm_learn_assets.core.stats.snapshot import empty_snapshot
-from swarm_learn_assets.core.stages.scenario_model import build_model_for_scenario
+from swarm_learn_assets.core.storage.layout import DataLayout
 
 DAY_MS = 86_400_000
 DEC_1 = 1_764_547_200_000  # 2025-12-01T00:00:00Z

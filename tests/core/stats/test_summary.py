@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from swarm_learn_assets.core.stages.session_batch import process_sessions
 from swarm_learn_assets.core.stats import summary
 from swarm_learn_assets.core.storage.layout import DataLayout
-from swarm_learn_assets.core.stages.session_batch import process_sessions
 
 
 @pytest.fixture

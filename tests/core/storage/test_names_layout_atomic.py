@@ -13,7 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from swarm_learn_assets.core.storage.atomic import _write_atomically, remove_stale_temps, write_json, write_parquet, write_text
+from swarm_learn_assets.core.storage.atomic import (
+    _write_atomically,
+    remove_stale_temps,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from swarm_learn_assets.core.storage.layout import DataLayout
 from swarm_learn_assets.core.storage.names import (
     InvalidNameError,

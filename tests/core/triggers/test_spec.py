@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from swarm_learn_assets.core.triggers.spec import DEFAULT_SPEC, TriggerSpecError, parse_trigger, time_parts
 from swarm_learn_assets.core.triggers.rules import (
     AlwaysTrigger,
     AndTrigger,
@@ -18,6 +17,7 @@ from swarm_learn_assets.core.triggers.rules import (
     TriggerMetrics,
     default_watch,
 )
+from swarm_learn_assets.core.triggers.spec import DEFAULT_SPEC, TriggerSpecError, parse_trigger, time_parts
 
 HOUR = 3_600_000
 
