@@ -127,9 +127,8 @@ def _model_current(layout: DataLayout, scenario: str) -> bool:
 def register_landing(instance: dg.DagsterInstance, layout: DataLayout) -> tuple[list[str], list[str], list[str]]:
     """Add every landing session and scenario as a partition; returns (sessions, scenarios, refused files).
     A partition that another process added meanwhile counts as added."""
-    files, refused = layout.scan_landing()
-    sessions = [f.key for f in files]
-    scenarios = sorted({f.scenario for f in files})
+    sessions, refused = layout.landing_keys()
+    scenarios = sorted({key.split(".")[0] for key in sessions})
     for name, keys in ((SESSIONS, sessions), (SCENARIOS, scenarios)):
         _add_partitions(instance, name, keys)
     return sessions, scenarios, refused

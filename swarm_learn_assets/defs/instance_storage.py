@@ -60,11 +60,16 @@ def _plain_asset_event(event: EventLogEntry) -> bool:
 
 class PartitionSetCache:
     """Mixed into a SQL event log storage: `get_dynamic_partitions` answers from memory while the
-    set's version — count, largest id and newest creation time of its rows, one indexed query — is
-    the one it was read at. Another process adding or deleting keys changes the version, so every
-    answer is what the database holds (the version is read before the keys, so a key added between
-    the two reads is seen again on the next call). Dagster asks for the whole `sessions` set several
-    times per run; at 100,000 keys each read costs ~0.1 s, the version ~a millisecond."""
+    set's version — its row count and largest id (from the index alone), and that row's key and
+    creation time (one primary-key lookup) — is the one it was read at. Another process adding or
+    deleting keys changes the version: an added key gets a larger id; a deleted one lowers the
+    count, and re-adding to the same count either raises the largest id or, where SQLite reuses the
+    id of a deleted newest row, puts another key or creation time there. (A set changed so that all
+    four agree — delete the newest and an older key, then add a new key and re-add the newest within
+    the second it was first created — would go unseen until the next change.) The version is read
+    before the keys, so a key added between the two reads is seen on the next call. Dagster asks for
+    the whole `sessions` set ~9 times per run; at 100,000 keys each read costs ~0.1 s, a version
+    check a few milliseconds."""
 
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
         cache: dict[str, tuple[tuple, tuple[str, ...]]] = self.__dict__.setdefault("_partition_sets", {})
@@ -78,10 +83,13 @@ class PartitionSetCache:
 
     def _partition_set_version(self, partitions_def_name: str) -> tuple:
         table = DynamicPartitionsTable
-        query = db_select([db.func.count(table.c.id), db.func.max(table.c.id), db.func.max(table.c.create_timestamp)]
-                          ).where(table.c.partitions_def_name == partitions_def_name)
+        size = db_select([db.func.count(table.c.id), db.func.max(table.c.id)]).where(
+            table.c.partitions_def_name == partitions_def_name)
         with self.index_connection() as conn:  # type: ignore[attr-defined]
-            return tuple(conn.execute(query).fetchone())
+            count, newest = conn.execute(size).fetchone()
+            row = conn.execute(db_select([table.c.partition, table.c.create_timestamp]).where(
+                table.c.id == newest)).fetchone() if newest is not None else None
+        return count, newest, *(row or ())
 
 
 class CachedPostgresEventLogStorage(PartitionSetCache, PostgresEventLogStorage):

@@ -88,10 +88,13 @@ def _partition_set_answers_what_the_database_holds(home: Path, monkeypatch) -> N
         writer.delete_dynamic_partition("sessions", "sc.a")
         writer.add_dynamic_partitions("sessions", ["sc.d"])  # same count as before
         assert reader.get_dynamic_partitions("sessions") == ["sc.b", "sc.d"]
-        assert reads == ["sessions"] * 3
+        writer.delete_dynamic_partition("sessions", "sc.d")  # the newest: SQLite gives its id to the next key
+        writer.add_dynamic_partitions("sessions", ["sc.e"])
+        assert reader.get_dynamic_partitions("sessions") == ["sc.b", "sc.e"]
+        assert reads == ["sessions"] * 4
         assert reader.get_dynamic_partitions("scenarios") == []
         reader.get_dynamic_partitions("sessions").append("not stored")  # callers get their own list
-        assert reader.get_dynamic_partitions("sessions") == ["sc.b", "sc.d"]
+        assert reader.get_dynamic_partitions("sessions") == ["sc.b", "sc.e"]
     finally:
         writer.dispose()
         reader.dispose()

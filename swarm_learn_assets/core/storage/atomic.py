@@ -68,8 +68,9 @@ def remove_stale_temps(*folders: Path) -> list[Path]:
     removed = []
     now = time.time()
     for folder in folders:
-        try:
-            entries = list(Path(folder).iterdir())
+        try:  # temporaries are hidden names: only those are looked at, however large the folder
+            with os.scandir(folder) as listing:
+                entries = [Path(e.path) for e in listing if e.name.startswith(".")]
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:

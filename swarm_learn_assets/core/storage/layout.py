@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .names import InvalidNameError, session_partition_key, split_session_key, validate_name
+from .names import (
+    NAME_PATTERN,
+    PARTITION_SEPARATOR,
+    InvalidNameError,
+    session_partition_key,
+    split_session_key,
+    validate_name,
+)
 
 DATA_ROOT_ENV = "SWARM_LEARN_DATA"
 LANDING_SUFFIX = ".parquet"
@@ -143,22 +150,45 @@ class DataLayout:
 
     def scan_landing(self) -> tuple[list[LandingFile], list[str]]:
         """Landing files with valid names (sorted), and one message per file whose name is refused."""
-        found: list[LandingFile] = []
+        keys, refused = self.landing_keys()
+        found = []
+        for key in keys:
+            scenario, session_id = key.split(PARTITION_SEPARATOR)
+            found.append(LandingFile(scenario, session_id, self.root / "landing" / scenario / f"{session_id}{LANDING_SUFFIX}"))
+        return found, refused
+
+    def landing_keys(self) -> tuple[list[str], list[str]]:
+        """The session keys of the landing files with valid names (sorted), and one message per file
+        whose name is refused: names only, one listing per scenario folder (what registering
+        100,000 sessions needs, without a path object or a `stat` per file)."""
+        keys: list[str] = []
         refused: list[str] = []
         base = self.folder("landing")
         if not base.is_dir():
-            return found, refused
+            return keys, refused
         for scenario_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            if not NAME_PATTERN.fullmatch(scenario_dir.name):
+                refused += [f"{scenario_dir / name}: {_refusal('scenario', scenario_dir.name)}"
+                            for name in sorted(os.listdir(scenario_dir)) if name.endswith(LANDING_SUFFIX)]
+                continue
             with os.scandir(scenario_dir) as entries:
                 names = sorted(e.name for e in entries if e.name.endswith(LANDING_SUFFIX) and e.is_file())
+            prefix = scenario_dir.name + PARTITION_SEPARATOR
             for name in names:
-                path = scenario_dir / name
-                try:
-                    found.append(LandingFile(validate_name("scenario", scenario_dir.name),
-                                             validate_name("session id", name[: -len(LANDING_SUFFIX)]), path))
-                except InvalidNameError as exc:
-                    refused.append(f"{path}: {exc}")
-        return found, refused
+                session_id = name[: -len(LANDING_SUFFIX)]
+                if NAME_PATTERN.fullmatch(session_id):
+                    keys.append(prefix + session_id)
+                else:
+                    refused.append(f"{scenario_dir / name}: {_refusal('session id', session_id)}")
+        return keys, refused
+
+
+def _refusal(kind: str, name: str) -> str:
+    try:
+        validate_name(kind, name)
+    except InvalidNameError as exc:
+        return str(exc)
+    raise AssertionError(f"{name!r} is a valid {kind}")
 
 
 def file_stats(folder: Path, suffix: str) -> dict[str, os.stat_result]:
