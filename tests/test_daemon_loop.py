@@ -52,7 +52,8 @@ def test_sessions_land_get_processed_trigger_fires_adapter_is_trained_and_applie
 
     home, data = tmp_path / "home", tmp_path / "data"
     instance = prepare_instance(home)
-    assert type(instance.event_log_storage).__name__.startswith("Postgres" if instance_backend == "postgres" else "Pooled")
+    assert type(instance.event_log_storage).__name__ == (
+        "CachedPostgresEventLogStorage" if instance_backend == "postgres" else "PooledSqliteEventLogStorage")
     model = _tiny_model(tmp_path)
     triggers_file = tmp_path / "triggers.yaml"
     triggers_file.write_text(json.dumps({
