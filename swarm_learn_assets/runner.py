@@ -13,7 +13,7 @@ import dagster as dg
 from .core.storage.atomic import write_text
 from .core.storage.layout import DATA_ROOT_ENV, DataLayout
 from .core.storage.locks import file_lock, pid_alive
-from .core.storage.names import validate_name
+from .core.storage.names import PARTITION_SEPARATOR, validate_name
 from .defs.failures import root_cause
 from .defs.instance_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_ENV, CachedPostgresEventLogStorage
 from .defs.jobs import SCENARIO_TAG
@@ -128,7 +128,7 @@ def register_landing(instance: dg.DagsterInstance, layout: DataLayout) -> tuple[
     """Add every landing session and scenario as a partition; returns (sessions, scenarios, refused files).
     A partition that another process added meanwhile counts as added."""
     sessions, refused = layout.landing_keys()
-    scenarios = sorted({key.split(".")[0] for key in sessions})
+    scenarios = sorted({key.partition(PARTITION_SEPARATOR)[0] for key in sessions})
     for name, keys in ((SESSIONS, sessions), (SCENARIOS, scenarios)):
         _add_partitions(instance, name, keys)
     return sessions, scenarios, refused

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from ..episodes.task_counts import JUDGED_TASK_SQL, SUCCESS_TASK_SQL
 from ..storage.atomic import write_json
-from ..storage.layout import LANDING_SUFFIX, DataLayout, file_stats, file_times
-from ..storage.names import NAME_PATTERN
+from ..storage.layout import DataLayout, file_stats, file_times
+from ..storage.names import NAME_PATTERN, PARTITION_SEPARATOR
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,15 @@ def summarize(root: Path) -> list[ScenarioSummary]:
         {p.name for area in ("landing", "records") if layout.folder(area).is_dir() for p in layout.folder(area).iterdir()
          if p.is_dir() and NAME_PATTERN.fullmatch(p.name)}
     )
-    return [_summarize_scenario(layout, scenario) for scenario in scenarios]
+    landed = Counter(key.partition(PARTITION_SEPARATOR)[0] for key in layout.landing_keys()[0])
+    return [_summarize_scenario(layout, scenario, landed[scenario]) for scenario in scenarios]
 
 
 # The areas whose files are counted (and cached), with their files' suffix.
 _AREAS = {"records": ".parquet", "quarantine": ".parquet", "episodes": ".parquet"}
 
 
-def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
+def _summarize_scenario(layout: DataLayout, scenario: str, sessions: int) -> ScenarioSummary:
     cache_path = layout.summary_cache(scenario)
     try:
         cache = json.loads(cache_path.read_text())
@@ -79,7 +80,7 @@ def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
     quarantine = layout.folder("quarantine", scenario)
     return ScenarioSummary(
         scenario=scenario,
-        sessions=_landed(layout.folder("landing", scenario)),
+        sessions=sessions,
         records=sum(c[2] for c in fresh["records"].values()),
         quarantined=sum(c[2] for c in fresh["quarantine"].values()),
         unreadable=len(file_times(quarantine, ".error.json")),
@@ -88,16 +89,6 @@ def _summarize_scenario(layout: DataLayout, scenario: str) -> ScenarioSummary:
         task_successes=sum(c[4] for c in episodes),
         has_model=layout.scenario_model(scenario).is_file(),
     )
-
-
-def _landed(folder: Path) -> int:
-    """Landing files with a valid session name (names only: no `stat` needed)."""
-    try:
-        with os.scandir(folder) as entries:
-            return sum(1 for e in entries if e.name.endswith(LANDING_SUFFIX)
-                       and NAME_PATTERN.fullmatch(e.name[: -len(LANDING_SUFFIX)]))
-    except FileNotFoundError:
-        return 0
 
 
 def _episode_counts(folder: Path, names: list[str], suffix: str) -> dict[str, list[int]]:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .names import (
-    NAME_PATTERN,
     PARTITION_SEPARATOR,
     InvalidNameError,
     session_partition_key,
@@ -39,6 +38,9 @@ class LandingFile:
 
 # The data areas under the root (DESIGN §3), each holding one folder per scenario.
 AREAS = ("landing", "records", "quarantine", "episodes", "snapshots", "models", "datasets", "adapters")
+# What each session asset writes per session: (area, file suffix).
+SESSION_OUTPUTS = {"raw_records": ("records", ".parquet"), "episodes": ("episodes", ".parquet"),
+                   "session_snapshot": ("snapshots", ".json")}
 
 
 @dataclass(frozen=True)
@@ -51,32 +53,31 @@ class DataLayout:
             raise ValueError(f"unknown data area {area!r}; expected one of {', '.join(AREAS)}")
         return self.root / area if scenario is None else self.root / area / validate_name("scenario", scenario)
 
-    def _session_file(self, area: str, key: str, suffix: str) -> Path:
+    def _session_file(self, area: str, suffix: str, key: str) -> Path:
         scenario, session_id = split_session_key(key)
         return self.root / area / scenario / f"{session_id}{suffix}"
 
     def landing(self, key: str) -> Path:
-        return self._session_file("landing", key, LANDING_SUFFIX)
+        return self._session_file("landing", LANDING_SUFFIX, key)
 
     def records(self, key: str) -> Path:
-        return self._session_file("records", key, ".parquet")
+        return self._session_file("records", ".parquet", key)
 
     def quarantine(self, key: str) -> Path:
-        return self._session_file("quarantine", key, ".parquet")
+        return self._session_file("quarantine", ".parquet", key)
 
     def error(self, key: str) -> Path:
-        return self._session_file("quarantine", key, ".error.json")
+        return self._session_file("quarantine", ".error.json", key)
 
     def episodes(self, key: str) -> Path:
-        return self._session_file("episodes", key, ".parquet")
+        return self._session_file("episodes", ".parquet", key)
 
     def snapshot(self, key: str) -> Path:
-        return self._session_file("snapshots", key, ".json")
+        return self._session_file("snapshots", ".json", key)
 
     def session_outputs(self, key: str, assets: Sequence[str]) -> list[Path]:
         """What each session asset writes for one session (DESIGN §3)."""
-        writers = {"raw_records": self.records, "episodes": self.episodes, "session_snapshot": self.snapshot}
-        return [writers[a](key) for a in assets if a in writers]
+        return [self._session_file(*SESSION_OUTPUTS[a], key) for a in assets if a in SESSION_OUTPUTS]
 
     def stale_sessions(self, keys: Sequence[str], assets: Sequence[str]) -> list[str]:
         """The sessions among `keys` (in their order) whose outputs of `assets` are missing or older
@@ -84,8 +85,6 @@ class DataLayout:
         any rewrite). A file that could not be read is current once its error report is newer. What
         `swarm-learn materialize` skips the rest by, so that its cost follows the new sessions, not
         the history: each folder is listed once (one `stat` per file), not asked per session."""
-        writers = {"raw_records": ("records", ".parquet"), "episodes": ("episodes", ".parquet"),
-                   "session_snapshot": ("snapshots", ".json")}
         by_scenario: dict[str, list[tuple[str, str]]] = {}
         for key in keys:
             scenario, session_id = split_session_key(key)
@@ -94,7 +93,8 @@ class DataLayout:
         for scenario, sessions in by_scenario.items():
             landed = file_times(self.folder("landing", scenario), LANDING_SUFFIX, ctime=True)
             errors = file_times(self.folder("quarantine", scenario), ".error.json")
-            outputs = [file_times(self.folder(writers[a][0], scenario), writers[a][1]) for a in assets if a in writers]
+            outputs = [file_times(self.folder(area, scenario), suffix)
+                       for area, suffix in (SESSION_OUTPUTS[a] for a in assets if a in SESSION_OUTPUTS)]
             for key, session_id in sessions:
                 changed = landed.get(session_id)
                 current = changed is not None and (
@@ -151,11 +151,7 @@ class DataLayout:
     def scan_landing(self) -> tuple[list[LandingFile], list[str]]:
         """Landing files with valid names (sorted), and one message per file whose name is refused."""
         keys, refused = self.landing_keys()
-        found = []
-        for key in keys:
-            scenario, session_id = key.split(PARTITION_SEPARATOR)
-            found.append(LandingFile(scenario, session_id, self.root / "landing" / scenario / f"{session_id}{LANDING_SUFFIX}"))
-        return found, refused
+        return [LandingFile(*split_session_key(key), self.landing(key)) for key in keys], refused
 
     def landing_keys(self) -> tuple[list[str], list[str]]:
         """The session keys of the landing files with valid names (sorted), and one message per file
@@ -167,28 +163,21 @@ class DataLayout:
         if not base.is_dir():
             return keys, refused
         for scenario_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            if not NAME_PATTERN.fullmatch(scenario_dir.name):
-                refused += [f"{scenario_dir / name}: {_refusal('scenario', scenario_dir.name)}"
+            try:
+                validate_name("scenario", scenario_dir.name)
+            except InvalidNameError as exc:
+                refused += [f"{scenario_dir / name}: {exc}"
                             for name in sorted(os.listdir(scenario_dir)) if name.endswith(LANDING_SUFFIX)]
                 continue
             with os.scandir(scenario_dir) as entries:
                 names = sorted(e.name for e in entries if e.name.endswith(LANDING_SUFFIX) and e.is_file())
             prefix = scenario_dir.name + PARTITION_SEPARATOR
             for name in names:
-                session_id = name[: -len(LANDING_SUFFIX)]
-                if NAME_PATTERN.fullmatch(session_id):
-                    keys.append(prefix + session_id)
-                else:
-                    refused.append(f"{scenario_dir / name}: {_refusal('session id', session_id)}")
+                try:
+                    keys.append(prefix + validate_name("session id", name[: -len(LANDING_SUFFIX)]))
+                except InvalidNameError as exc:
+                    refused.append(f"{scenario_dir / name}: {exc}")
         return keys, refused
-
-
-def _refusal(kind: str, name: str) -> str:
-    try:
-        validate_name(kind, name)
-    except InvalidNameError as exc:
-        return str(exc)
-    raise AssertionError(f"{name!r} is a valid {kind}")
 
 
 def file_stats(folder: Path, suffix: str) -> dict[str, os.stat_result]:
